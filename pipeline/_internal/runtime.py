@@ -1,0 +1,110 @@
+"""Connecting to Ray and choosing how to use it.
+
+`ensure_ray` attaches to RAY_ADDRESS (a cluster, or the one `ray job submit` runs us in) or starts
+a local Ray; `plan_training` sizes Ray Train from what the cluster reports, keeping a CPU free for
+Ray Data (a worker group that holds every CPU starves the data pipeline feeding it, and hangs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+from pipeline.spec import Scaling
+
+log = logging.getLogger("rayline")
+
+
+def ensure_ray(address: str | None = None, verbose: bool = False) -> bool:
+    """Initialise Ray once. Returns True when this call started a new local cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(
+        address=address,
+        logging_level=logging.INFO if verbose else logging.WARNING,
+        log_to_driver=verbose,
+        include_dashboard=False if address is None else None,
+        configure_logging=True,
+    )
+    _quiet_ray_data(verbose)
+    return address is None
+
+
+def _quiet_ray_data(verbose: bool) -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    num_workers: int
+    cpus_per_worker: float
+    use_gpu: bool
+    reason: str
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
+
+
+def cluster_shape() -> tuple[float, int, float]:
+    """(total CPUs, alive nodes, total GPUs) as Ray reports them."""
+    import ray
+
+    resources = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return float(resources.get("CPU", 1)), max(1, nodes), float(resources.get("GPU", 0))
+
+
+def plan_training(scaling: Scaling, cpus: float, nodes: int, gpus: float) -> TrainPlan:
+    """How many Ray Train workers, and how big, for one training run."""
+    spare = max(1.0, cpus - 1.0)  # one CPU stays with Ray Data
+    if scaling.use_gpu and gpus < 1:
+        raise RuntimeError("scaling.use_gpu is true but the Ray cluster reports no GPU")
+    if scaling.num_workers == "auto":
+        workers = 1 if nodes == 1 else nodes
+        per = scaling.cpus_per_worker if scaling.cpus_per_worker != "auto" else \
+            max(1.0, math.floor(spare / workers))
+        why = ("one multi-threaded worker: a single node gains nothing from data-parallel "
+               "workers" if workers == 1 else f"one worker per node across {nodes} nodes")
+    else:
+        workers = scaling.num_workers
+        per = scaling.cpus_per_worker if scaling.cpus_per_worker != "auto" else \
+            max(1.0, math.floor(spare / workers))
+        why = "scaling from the spec"
+    if workers * per > spare:
+        fitting = max(1, int(spare // per))
+        if fitting < workers:
+            why = (f"spec asks {workers} x {per:g} CPU but the cluster has {cpus:g} CPUs and one "
+                   f"stays free for Ray Data: {fitting} worker(s)")
+            workers = fitting
+        per = min(per, spare)
+    if scaling.use_gpu:
+        workers = min(workers, int(gpus))
+    return TrainPlan(num_workers=workers, cpus_per_worker=per, use_gpu=scaling.use_gpu, reason=why)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep the terminal to our stage lines: MLflow's progress bars and advisory warnings, and
+    Ray Data's deprecation notes, are noise in a CLI run (`--verbose` shows them)."""
+    if verbose:
+        return
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    for module in ("mlflow", "ray", "great_expectations", "xgboost", "sklearn"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,50 @@
+"""Model families. `train_families` trains what the spec lists, each through Ray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.models.base import INTERPRETABILITY, TrainData, TrainedModel, load_model
+
+SKLEARN_FAMILIES = ("logistic_regression", "linear_regression", "random_forest")
+AVAILABLE = (*SKLEARN_FAMILIES, "xgboost")
+
+__all__ = ["AVAILABLE", "INTERPRETABILITY", "TrainData", "TrainedModel", "family_class",
+           "load_model", "train_families", "unavailable"]
+
+
+def family_class(family: str) -> type[TrainedModel]:
+    if family in SKLEARN_FAMILIES:
+        from pipeline.models.sklearn_models import SklearnModel
+        return SklearnModel
+    if family == "xgboost":
+        from pipeline.models.xgboost_model import XGBoostModel
+        return XGBoostModel
+    raise ValueError(f"unknown model family {family}")
+
+
+def unavailable(families: list[str]) -> list[str]:
+    return [f for f in families if f not in AVAILABLE]
+
+
+def train_families(families: list[str], data: TrainData,
+                   model_params: dict[str, dict[str, Any]], on_done=None) -> dict[str, TrainedModel]:
+    """Train each family; `on_done(family, seconds)` is called as each finishes."""
+    import time
+
+    trained: dict[str, TrainedModel] = {}
+    sklearn = [f for f in families if f in SKLEARN_FAMILIES]
+    if sklearn:
+        from pipeline.models.sklearn_models import train_sklearn
+
+        start = time.perf_counter()
+        trained.update(train_sklearn(sklearn, data, model_params))
+        for f in sklearn:
+            on_done and on_done(f, time.perf_counter() - start)
+    if "xgboost" in families:
+        from pipeline.models.xgboost_model import train_xgboost
+
+        start = time.perf_counter()
+        trained["xgboost"] = train_xgboost(data, model_params.get("xgboost", {}))
+        on_done and on_done("xgboost", time.perf_counter() - start)
+    return {f: trained[f] for f in families if f in trained}

@@ -1,0 +1,71 @@
+"""What every model family trains from and hands back."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline._internal.runtime import TrainPlan
+
+# Selection ties are broken towards models a person can read: linear, then trees, then neural.
+INTERPRETABILITY = {"logistic_regression": 3, "linear_regression": 3, "random_forest": 2,
+                    "xgboost": 2, "neural_network": 1, "transformer": 1}
+
+
+@dataclass
+class TrainData:
+    X_train: np.ndarray
+    y_train: np.ndarray       # classification: class indices 0..k-1; regression: float
+    X_val: np.ndarray
+    y_val: np.ndarray
+    feature_names: list[str]
+    problem_type: str
+    n_classes: int            # 0 for regression
+    seed: int
+    plan: TrainPlan
+    storage_path: str         # where Ray Train keeps checkpoints
+    run_tag: str              # names this training run's checkpoint folder
+
+
+class TrainedModel(ABC):
+    family: str = ""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+
+    @abstractmethod
+    def predict_scores(self, X: np.ndarray) -> np.ndarray:
+        """Classification: class probabilities (n, k). Regression: predictions (n,)."""
+
+    @abstractmethod
+    def _save_weights(self, directory: Path) -> str:
+        """Write the fitted weights in a safe format; return the file name."""
+
+    @classmethod
+    @abstractmethod
+    def _load_weights(cls, directory: Path, meta: dict) -> "TrainedModel":
+        ...
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = self._save_weights(directory)
+        meta = {"family": self.family, "params": self.params, "weights": weights}
+        (directory / "model.json").write_text(json.dumps(meta, indent=2, default=str))
+
+    @property
+    def interpretability(self) -> int:
+        return INTERPRETABILITY.get(self.family, 0)
+
+
+def load_model(directory: str | Path) -> TrainedModel:
+    from pipeline.models import family_class
+
+    directory = Path(directory)
+    meta = json.loads((directory / "model.json").read_text())
+    return family_class(meta["family"])._load_weights(directory, meta)

@@ -1,0 +1,911 @@
+"""The pipeline spec: pydantic v2 models of every section, and `load_spec`, the only YAML reader.
+
+The models accept the seed's own spellings (`[0.001, 0.1, log]`, `control: 50%`,
+`latency_p99 > 500ms`, `2_weeks`) and normalise them into plain values, so nothing downstream
+re-parses text. Unknown keys and wrong types raise SpecError naming the YAML path and line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
+
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
+    WithJsonSchema, field_validator, model_validator,
+)
+
+from pipeline._internal import units
+from pipeline._internal.yamlspec import (
+    LoadedYaml, SpecLoadError, format_path, line_for, load_yaml, read_spec_text,
+)
+from pipeline.formula import Formula, FormulaError
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1_score", "auc_roc", "log_loss",
+                          "confusion_matrix")
+REGRESSION_METRICS = ("mse", "rmse", "mae", "r2_score", "mape")
+METRIC_ALIASES = {"f1": "f1_score", "auc": "auc_roc", "roc_auc": "auc_roc", "r2": "r2_score"}
+CLASSIFICATION_FAMILIES = ("logistic_regression", "random_forest", "xgboost", "neural_network",
+                           "transformer")
+REGRESSION_FAMILIES = ("linear_regression", "random_forest", "xgboost", "neural_network",
+                       "transformer")
+ModelFamily = Literal["logistic_regression", "linear_regression", "random_forest", "xgboost",
+                      "neural_network", "transformer"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot run. The message names the file, line and YAML path of each problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# --------------------------------------------------------------------------- field types
+
+def _json(schema: dict) -> WithJsonSchema:
+    return WithJsonSchema(schema)
+
+
+Fraction = Annotated[float, BeforeValidator(units.parse_fraction),
+                     _json({"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}],
+                            "description": "a share: 50%, 0.5"})]
+Duration = Annotated[float, BeforeValidator(units.parse_duration),
+                     _json({"anyOf": [{"type": "number"}, {"type": "string"}],
+                            "description": "seconds, or 100ms / 5m / 2h / 2_weeks / hourly / daily"})]
+
+
+def _metric_name(value: object) -> object:
+    return METRIC_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+MetricName = Annotated[str, BeforeValidator(_metric_name)]
+
+
+class Model(BaseModel):
+    """Base of every spec section: unknown keys are errors."""
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=False)
+
+
+# --------------------------------------------------------------------------- sources
+
+class Join(Model):
+    on: Union[str, list[str]]
+    how: Literal["left", "inner", "outer", "right"] = "left"
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.on] if isinstance(self.on, str) else list(self.on)
+
+
+class Authentication(Model):
+    method: Literal["none", "bearer", "api_key", "basic"] = "none"
+    token: Optional[SecretStr] = None          # bearer
+    key: Optional[SecretStr] = None            # api_key
+    header: str = "X-API-Key"                  # api_key: where the key goes
+    username: Optional[str] = None             # basic
+    password: Optional[SecretStr] = None       # basic
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        # The seed writes `authentication: [method]`, i.e. just the method name.
+        return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _credentials_present(self) -> "Authentication":
+        needed = {"bearer": ["token"], "api_key": ["key"], "basic": ["username", "password"]}
+        missing = [k for k in needed.get(self.method, []) if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"method {self.method} needs {', '.join(missing)}")
+        return self
+
+
+class Pagination(Model):
+    type: Literal["none", "page", "cursor"] = "none"
+    param: str = "page"                        # page: the page-number parameter
+    size_param: Optional[str] = None
+    size: int = Field(100, ge=1)
+    start: int = 1                             # page: first page number
+    cursor_param: str = "cursor"               # cursor: the request parameter
+    cursor_path: str = "next_cursor"           # cursor: where the next cursor sits in the JSON
+    max_pages: int = Field(10_000, ge=1)
+
+
+class _SourceBase(Model):
+    name: Optional[str] = None
+    join: Optional[Join] = None
+
+
+class DatabaseSource(_SourceBase):
+    type: Literal["database"]
+    connection: SecretStr
+    query: Optional[str] = None
+    table: Optional[str] = None
+    shard_keys: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _query_or_table(self) -> "DatabaseSource":
+        if (self.query is None) == (self.table is None):
+            raise ValueError("give exactly one of query or table")
+        return self
+
+
+class ApiSource(_SourceBase):
+    type: Literal["api"]
+    endpoint: str
+    authentication: Authentication = Authentication()
+    records_path: Optional[str] = None
+    pagination: Pagination = Pagination()
+    params: dict[str, Union[str, int, float, bool]] = {}
+    headers: dict[str, str] = {}
+    timeout: Duration = 30.0
+    retries: int = Field(3, ge=0, le=20)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        return value
+
+
+class FilesSource(_SourceBase):
+    type: Literal["files"]
+    path: str
+    format: Optional[Literal["parquet", "csv", "json"]] = None
+
+    @model_validator(mode="after")
+    def _known_format(self) -> "FilesSource":
+        if self.format is None and self.inferred_format() is None:
+            raise ValueError(f"cannot tell the format of {self.path!r}; add format: parquet|csv|json")
+        return self
+
+    def inferred_format(self) -> Optional[str]:
+        if self.format:
+            return self.format
+        suffix = self.path.rstrip("/").rsplit(".", 1)[-1].lower()
+        return {"parquet": "parquet", "pq": "parquet", "csv": "csv", "json": "json",
+                "jsonl": "json", "ndjson": "json"}.get(suffix)
+
+
+Source = Annotated[Union[DatabaseSource, ApiSource, FilesSource], Field(discriminator="type")]
+
+
+class FeatureSelection(Model):
+    include: Optional[list[str]] = None        # default: every column but target and id_column
+    exclude: list[str] = []
+
+
+# --------------------------------------------------------------------------- validation
+
+class ColumnExpectation(Model):
+    column: str
+    type: Optional[Literal["numeric", "integer", "categorical", "string", "boolean", "datetime"]] = None
+    range: Optional[tuple[Optional[float], Optional[float]]] = None
+    nullable: Optional[bool] = None
+    values: Optional[list[Union[str, int, float, bool]]] = None
+    unique: bool = False
+    regex: Optional[str] = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value):
+        if value and value[0] is not None and value[1] is not None and value[0] > value[1]:
+            raise ValueError(f"range low {value[0]} is above high {value[1]}")
+        return value
+
+    def rules(self) -> list[str]:
+        return [r for r in ("type", "range", "nullable", "values", "unique", "regex")
+                if getattr(self, r) not in (None, False) or (r == "nullable" and self.nullable is False)]
+
+
+class Expectations(Model):
+    on_failure: Literal["fail", "quarantine"] = "fail"
+    max_bad_fraction: Fraction = 0.0
+    min_rows: Optional[int] = Field(None, ge=0)
+    max_rows: Optional[int] = Field(None, ge=0)
+    columns: list[ColumnExpectation] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        # The seed writes expectations as a bare list of column rules.
+        return {"columns": value} if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------- features
+
+TransformMethod = Literal["standard_scaler", "min_max_scaler", "one_hot", "ordinal", "impute",
+                          "log", "clip"]
+_METHOD_ALIASES = {"imputation": "impute", "imputer": "impute", "onehot": "one_hot",
+                   "one_hot_encoder": "one_hot", "minmax_scaler": "min_max_scaler",
+                   "ordinal_encoder": "ordinal", "log_transform": "log", "standard": "standard_scaler"}
+
+
+class DerivedFeature(Model):
+    name: str
+    formula: str
+
+    @field_validator("formula")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        try:
+            Formula.parse(value)
+        except FormulaError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class Transformation(Model):
+    name: str
+    columns: Optional[list[str]] = None
+    method: Optional[Annotated[TransformMethod, BeforeValidator(
+        lambda v: _METHOD_ALIASES.get(v, v) if isinstance(v, str) else v)]] = None
+    derived: Optional[list[DerivedFeature]] = None
+    strategy: Optional[Literal["mean", "median", "most_frequent", "constant"]] = None  # impute
+    fill_value: Optional[Union[float, str]] = None                                    # impute constant
+    lower: Optional[float] = None                                                      # clip
+    upper: Optional[float] = None                                                      # clip
+    categories: Optional[dict[str, list[Union[str, int, float, bool]]]] = None         # ordinal order
+    max_categories: Optional[int] = Field(None, ge=1)                                  # one_hot
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Transformation":
+        if self.derived is not None:
+            if self.method is not None or self.columns is not None:
+                raise ValueError("a transformation has either derived or method+columns, not both")
+            return self
+        if self.method is None or not self.columns:
+            raise ValueError("a transformation needs method and columns (or derived)")
+        if self.method == "impute" and self.strategy is None:
+            object.__setattr__(self, "strategy", "median")
+        if self.strategy == "constant" and self.fill_value is None:
+            raise ValueError("strategy constant needs fill_value")
+        if self.method == "clip" and self.lower is None and self.upper is None:
+            raise ValueError("clip needs lower and/or upper")
+        return self
+
+
+# --------------------------------------------------------------------------- versioning, split
+
+class DataVersioning(Model):
+    tool: Literal["delta", "dvc", "lakefs"] = "delta"
+    storage: str = "./.rayline/data"
+    tracking: list[Literal["raw_data", "processed_data", "feature_store"]] = [
+        "raw_data", "processed_data", "feature_store"]
+
+    @field_validator("tool")
+    @classmethod
+    def _delta_only(cls, value: str) -> str:
+        if value != "delta":
+            raise ValueError(f"tool {value} is not supported; rayline versions data as Delta "
+                             "Lake tables (tool: delta), which need no server")
+        return value
+
+
+class Split(Model):
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    stratify: bool = True
+
+    @field_validator("ratios")
+    @classmethod
+    def _sum_to_one(cls, value):
+        if any(r < 0 for r in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"ratios must be non-negative and sum to 1, got {list(value)}")
+        if value[0] == 0 or value[1] == 0:
+            raise ValueError("train and validation ratios must be above 0")
+        return value
+
+
+class Scaling(Model):
+    num_workers: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
+    cpus_per_worker: Union[Literal["auto"], Annotated[float, Field(gt=0)]] = "auto"
+    use_gpu: bool = False
+
+
+# --------------------------------------------------------------------------- tuning
+
+class SearchRange(Model):
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SearchChoice(Model):
+    values: list[Any] = Field(min_length=1)
+
+
+def _search_dimension(value: Any) -> Any:
+    """`[low, high, log]`, `[low, high, int]`, `[low, high, uniform]` are ranges; any other list
+    is a choice; a dict may spell either out ({low, high, log, integer} or {values})."""
+    if isinstance(value, list):
+        if len(value) == 3 and isinstance(value[2], str) and value[2] in (
+                "log", "int", "uniform", "float", "log_int", "int_log"):
+            kind = value[2]
+            return {"low": value[0], "high": value[1], "log": "log" in kind, "integer": "int" in kind}
+        return {"values": value}
+    if isinstance(value, (int, float, str, bool)):
+        return {"values": [value]}
+    return value
+
+
+SearchDimension = Annotated[Union[SearchRange, SearchChoice], BeforeValidator(_search_dimension),
+                            _json({"anyOf": [{"type": "array"}, {"type": "object"}],
+                                   "description": "[low, high, log|int|uniform] or a list of choices"})]
+
+
+class Tuning(Model):
+    method: Literal["optuna", "hyperopt", "random"] = "optuna"
+    objective: str = "auto"                    # maximize_<metric> | minimize_<metric> | auto
+    n_trials: int = Field(20, ge=1)
+    max_concurrent_trials: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
+    models: Optional[list[ModelFamily]] = None
+    search_space: dict[str, SearchDimension] = {}
+    time_budget: Optional[Duration] = None
+    early_stopping: Literal["asha", "none"] = "asha"
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, value: str) -> str:
+        if value != "auto" and not re.match(r"^(maximize|minimize)_[a-z0-9_]+$", value):
+            raise ValueError("objective is maximize_<metric> or minimize_<metric>, e.g. maximize_f1")
+        return value
+
+    def objective_parts(self, problem_type: str) -> tuple[str, str]:
+        """(mode 'max'|'min', metric name)."""
+        if self.objective == "auto":
+            return ("max", "f1_score") if problem_type == "classification" else ("min", "rmse")
+        direction, metric = self.objective.split("_", 1)
+        return ("max" if direction == "maximize" else "min"), METRIC_ALIASES.get(metric, metric)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+class CustomMetric(Model):
+    name: str
+    cost_matrix: Optional[list[list[float]]] = None
+    formula: Optional[str] = None
+    direction: Literal["maximize", "minimize", "auto"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(f"custom metric {value!r} needs a definition: "
+                             f"{{name: {value}, cost_matrix: [[...]]}} or {{name: {value}, formula: ...}}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> "CustomMetric":
+        if (self.cost_matrix is None) == (self.formula is None):
+            raise ValueError("give exactly one of cost_matrix or formula")
+        if self.cost_matrix is not None:
+            n = len(self.cost_matrix)
+            if n < 2 or any(len(row) != n for row in self.cost_matrix):
+                raise ValueError("cost_matrix must be square (rows: actual, columns: predicted)")
+        if self.formula is not None:
+            try:
+                Formula.parse(self.formula, allowed_names=CONFUSION_NAMES + REGRESSION_FORMULA_NAMES)
+            except FormulaError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+CONFUSION_NAMES = ("tp", "fp", "tn", "fn", "n", "positives", "negatives")
+REGRESSION_FORMULA_NAMES = ("n", "mse", "rmse", "mae", "r2_score", "mape", "mean_true", "mean_pred")
+
+
+class Evaluation(Model):
+    classification: list[MetricName] = ["accuracy", "precision", "recall", "f1_score", "auc_roc",
+                                        "confusion_matrix"]
+    regression: list[MetricName] = ["mse", "rmse", "mae", "r2_score"]
+    custom: list[CustomMetric] = []
+    slices: list[str] = []
+    thresholds: dict[Annotated[str, BeforeValidator(_metric_name)], float] = {}
+
+    @field_validator("classification")
+    @classmethod
+    def _known_classification(cls, value: list[str]) -> list[str]:
+        return _known(value, CLASSIFICATION_METRICS)
+
+    @field_validator("regression")
+    @classmethod
+    def _known_regression(cls, value: list[str]) -> list[str]:
+        return _known(value, REGRESSION_METRICS)
+
+
+def _known(value: list[str], allowed: tuple[str, ...]) -> list[str]:
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+    return value
+
+
+class Tracking(Model):
+    uri: str = "sqlite:///.rayline/mlflow.db"
+    experiment: Optional[str] = None
+    artifact_location: Optional[str] = None
+
+
+# --------------------------------------------------------------------------- serving
+
+class Autoscaling(Model):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas is above max_replicas")
+        return self
+
+
+class ServingAuth(Model):
+    method: Literal["api_key", "bearer"] = "api_key"
+    keys: list[SecretStr] = Field(min_length=1)
+
+
+class RestServing(Model):
+    name: Literal["rest_api"]
+    framework: Literal["ray_serve", "fastapi"] = "ray_serve"   # fastapi: the same FastAPI ingress on Serve
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    autoscaling: Optional[Autoscaling] = None
+    auth: Optional[ServingAuth] = None
+    max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(256, ge=-1)
+    max_batch_size: int = Field(64, ge=1)
+    batch_wait_timeout: Duration = 0.002
+    request_timeout: Duration = 30.0
+    max_body_bytes: int = Field(10_000_000, ge=1024)
+    containerized: bool = False                 # seed: image-based deploys (cluster/ manifests)
+    scaling: Optional[Literal["kubernetes_hpa", "ray_autoscaler"]] = None  # seed wording
+
+
+class BatchServing(Model):
+    name: Literal["batch"]
+    input: Optional[str] = None                 # default: the spec's sources
+    output: str = "./.rayline/scores"
+    format: Literal["parquet", "delta"] = "parquet"
+    frequency: Optional[str] = None             # hourly | daily | weekly | a cron expression
+    scheduler: Literal["kuberay", "airflow", "cron"] = "kuberay"
+
+
+class StreamingServing(Model):
+    name: Literal["streaming"]
+    framework: Literal["kafka"] = "kafka"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "requests"
+    output_topic: str = "predictions"
+    dead_letter_topic: Optional[str] = None
+    group_id: Optional[str] = None
+    latency_target: Duration = 0.1
+    max_batch_size: int = Field(256, ge=1)
+
+
+ServingOption = Annotated[Union[RestServing, BatchServing, StreamingServing], Field(discriminator="name")]
+
+
+# --------------------------------------------------------------------------- monitoring, A/B, rollback
+
+class Alerts(Model):
+    webhook: Optional[SecretStr] = None
+    channel: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        # The seed writes `alerts: slack`: a channel whose webhook is given later.
+        return {"channel": value} if isinstance(value, str) else value
+
+
+class DataDrift(Model):
+    tool: Literal["evidently"] = "evidently"
+    frequency: Duration = 3600.0
+    threshold: float = Field(0.3, ge=0, le=1)
+    alerts: Optional[Alerts] = None
+
+
+class ModelPerformance(Model):
+    metrics: list[str] = ["accuracy", "latency"]
+    baseline: Literal["training_metrics"] = "training_metrics"
+    threshold: Fraction = 0.05
+
+
+class Infrastructure(Model):
+    tool: Literal["prometheus"] = "prometheus"
+    dashboards: Optional[Literal["grafana"]] = "grafana"
+
+
+class Monitoring(Model):
+    data_drift: Optional[DataDrift] = None
+    model_performance: Optional[ModelPerformance] = None
+    infrastructure: Optional[Infrastructure] = None
+
+
+class TrafficSplit(Model):
+    control: Fraction = 1.0
+    treatment: Fraction = 0.0
+
+    @model_validator(mode="after")
+    def _sums(self) -> "TrafficSplit":
+        if abs(self.control + self.treatment - 1.0) > 1e-6:
+            raise ValueError(f"control and treatment must add up to 100%, got "
+                             f"{self.control:.0%} + {self.treatment:.0%}")
+        return self
+
+
+class ABTesting(Model):
+    framework: Literal["ray_serve"] = "ray_serve"
+    mode: Literal["split", "shadow"] = "split"
+    traffic_split: TrafficSplit = TrafficSplit(control=0.5, treatment=0.5)
+    assignment_key: Optional[str] = None
+    success_metrics: list[str] = ["conversion_rate"]
+    duration: Optional[Duration] = None
+    significance: float = Field(0.95, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _framework(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("framework") not in (None, "ray_serve"):
+            raise ValueError(f"framework {value['framework']} is not supported: A/B testing is "
+                             "built into the Ray Serve app (framework: ray_serve, or leave it out)")
+        return value
+
+
+_TRIGGER_RE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*(\S+)\s*$")
+
+
+class Trigger(Model):
+    metric: str
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
+    text: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _TRIGGER_RE.match(value)
+        if not match:
+            raise ValueError(f"a trigger reads like `error_rate > 5%` or `latency_p99 > 500ms`, got {value!r}")
+        threshold, _ = units.parse_quantity(match.group(3))
+        return {"metric": match.group(1), "op": match.group(2), "threshold": threshold, "text": value}
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        known = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "data_drift_score",
+                 "accuracy_drop", "prediction_drift")
+        if value not in known:
+            raise ValueError(f"unknown trigger metric {value!r}; known: {', '.join(known)}")
+        return value
+
+
+RollbackStep = Literal["automatic_rollback_to_previous", "alert_on_call", "preserve_logs_for_analysis"]
+
+
+def _procedure(value: Any) -> Any:
+    # The seed writes the procedure as one numbered string: "1. a 2. b 3. c".
+    if isinstance(value, str):
+        return [s for s in re.split(r"\s*\d+\.\s*", value) if s.strip()]
+    return value
+
+
+class Rollback(Model):
+    triggers: list[Trigger] = []
+    window: Duration = 300.0
+    procedure: Annotated[list[RollbackStep], BeforeValidator(_procedure)] = [
+        "automatic_rollback_to_previous", "alert_on_call", "preserve_logs_for_analysis"]
+
+
+class ModelCard(Model):
+    developer: Optional[str] = None
+    version: Optional[str] = None
+    intended_use: Optional[str] = None
+    out_of_scope: Optional[str] = None
+    sensitive_features: list[str] = []
+    limitations: list[str] = []
+    ethical_considerations: Optional[str] = None
+
+
+# --------------------------------------------------------------------------- the spec
+
+class Spec(Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    description: str = ""
+    seed: int = 42
+    sources: list[Source] = Field(min_length=1)
+    target: str
+    problem_type: Literal["classification", "regression"]
+    id_column: Optional[str] = None
+    features: FeatureSelection = FeatureSelection()
+    expectations: Expectations = Expectations()
+    transformations: list[Transformation] = []
+    data_versioning: DataVersioning = DataVersioning()
+    split: Split = Split()
+    baseline_models: list[ModelFamily] = ["logistic_regression", "xgboost"]
+    advanced_models: list[ModelFamily] = []
+    selection_criteria: list[str] = ["auto"]
+    model_params: dict[ModelFamily, dict[str, Any]] = {}
+    scaling: Scaling = Scaling()
+    tuning: Optional[Tuning] = None
+    evaluation: Evaluation = Evaluation()
+    tracking: Tracking = Tracking()
+    serving_options: list[ServingOption] = []
+    monitoring: Monitoring = Monitoring()
+    ab_testing: Optional[ABTesting] = None
+    rollback: Optional[Rollback] = None
+    model_card: ModelCard = ModelCard()
+
+    _origin: Optional[LoadedYaml] = PrivateAttr(default=None)
+    _filename: str = PrivateAttr(default="<spec>")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Spec":
+        problems: list[str] = []
+        if self.id_column and self.id_column == self.target:
+            problems.append("id_column cannot be the target")
+        if self.target in self.features.exclude:
+            problems.append(f"features.exclude names the target {self.target!r}")
+        if self.features.include and self.target in self.features.include:
+            problems.append(f"features.include names the target {self.target!r}")
+        allowed = CLASSIFICATION_FAMILIES if self.problem_type == "classification" else REGRESSION_FAMILIES
+        for family in self.model_families:
+            if family not in allowed:
+                hint = (" (use linear_regression)" if family == "logistic_regression" else
+                        " (use logistic_regression)" if family == "linear_regression" else "")
+                problems.append(f"model family {family} does not fit problem_type "
+                                f"{self.problem_type}{hint}")
+        if not self.model_families:
+            problems.append("list at least one model in baseline_models or advanced_models")
+        known_metrics = set(self.metric_names) | {c.name for c in self.evaluation.custom}
+        for metric in self.evaluation.thresholds:
+            if metric not in known_metrics:
+                problems.append(f"evaluation.thresholds: {metric} is not a metric of this "
+                                f"{self.problem_type} spec (known: {', '.join(sorted(known_metrics))})")
+        for criterion in self.selection_criteria:
+            if criterion not in known_metrics | {"auto", "inference_latency", "interpretability"} \
+                    and _metric_name(criterion) not in known_metrics:
+                problems.append(f"selection_criteria: unknown criterion {criterion!r}")
+        formula_names = CONFUSION_NAMES if self.problem_type == "classification" else REGRESSION_FORMULA_NAMES
+        for i, metric in enumerate(self.evaluation.custom):
+            if metric.formula is not None:
+                try:
+                    Formula.parse(metric.formula, allowed_names=formula_names)
+                except FormulaError as exc:
+                    problems.append(f"evaluation.custom[{i}] {metric.name}: {exc}")
+            if metric.cost_matrix is not None and self.problem_type == "regression":
+                problems.append(f"evaluation.custom[{i}] {metric.name}: cost_matrix needs classification")
+        names = [s.name for s in self.sources if s.name]
+        if len(names) != len(set(names)):
+            problems.append("source names must be unique")
+        if self.sources[0].join is not None:
+            problems.append("the first source cannot have join: it has nothing to join onto")
+        if self.tuning:
+            _, metric = self.tuning.objective_parts(self.problem_type)
+            if metric not in known_metrics and self.tuning.objective != "auto":
+                problems.append(f"tuning.objective: {metric} is not a metric of this spec")
+        kinds = [s.name for s in self.serving_options]
+        if len(kinds) != len(set(kinds)):
+            problems.append("serving_options: each of rest_api, batch, streaming at most once")
+        derived = [d.name for t in self.transformations for d in (t.derived or [])]
+        if len(derived) != len(set(derived)):
+            problems.append("derived feature names must be unique")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- derived views: everything downstream reads these, never the YAML
+
+    @property
+    def model_families(self) -> list[str]:
+        seen: list[str] = []
+        for family in [*self.baseline_models, *self.advanced_models]:
+            if family not in seen:
+                seen.append(family)
+        return seen
+
+    @property
+    def metric_names(self) -> list[str]:
+        if self.problem_type == "classification":
+            return [m for m in self.evaluation.classification]
+        return [m for m in self.evaluation.regression]
+
+    @property
+    def primary_metric(self) -> tuple[str, str]:
+        """(metric, 'max'|'min') that ranks models: the first metric in selection_criteria."""
+        for criterion in self.selection_criteria:
+            name = _metric_name(criterion)
+            if name in ("auto", "inference_latency", "interpretability"):
+                continue
+            return name, ("min" if name in ("mse", "rmse", "mae", "mape", "log_loss") else "max")
+        return ("f1_score", "max") if self.problem_type == "classification" else ("rmse", "min")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def serving(self, kind: str):
+        return next((s for s in self.serving_options if s.name == kind), None)
+
+    @property
+    def filename(self) -> str:
+        return self._filename
+
+    def where(self, *path: Any) -> str:
+        """`spec.yaml:12` for a YAML path, for errors found after loading (e.g. a missing column)."""
+        if self._origin is None:
+            return f"{self._filename}"
+        line = self._origin.lines.get(tuple(path))
+        while line is None and path:
+            path = path[:-1]
+            line = self._origin.lines.get(tuple(path))
+        return f"{self._filename}:{line or 1}"
+
+    def redacted(self) -> dict:
+        """The spec as written, with ${VAR} placeholders instead of their values: safe to log."""
+        return self._origin.raw if self._origin else self.model_dump(mode="json")
+
+    def redact(self, text: str) -> str:
+        """Replace every environment-supplied value in a string (e.g. a URL with a password)."""
+        if self._origin:
+            for secret in sorted(self._origin.secrets, key=len, reverse=True):
+                text = text.replace(secret, "***")
+        return text
+
+
+def load_spec(path: str | os.PathLike, env: Mapping[str, str] | None = None,
+              base_dir: str | os.PathLike | None = None) -> Spec:
+    """Read, substitute and validate a spec file. Relative local paths are resolved against
+    base_dir (default: the current directory), as `rayline` and `ray job submit` run from the
+    project root."""
+    try:
+        text, filename = read_spec_text(path)
+        return parse_spec(text, filename, env=env, base_dir=base_dir)
+    except SpecLoadError as exc:
+        raise SpecError([str(exc)]) from None
+
+
+def parse_spec(text: str, filename: str = "<spec>", env: Mapping[str, str] | None = None,
+               base_dir: str | os.PathLike | None = None) -> Spec:
+    try:
+        loaded = load_yaml(text, filename, env)
+    except SpecLoadError as exc:
+        raise SpecError([str(exc)]) from None
+    if not isinstance(loaded.data, dict):
+        raise SpecError([f"{filename}:1: the spec must be a mapping of sections"])
+    data = _resolve_paths(loaded.data, Path(base_dir or os.getcwd()))
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_describe_errors(exc, loaded, filename)) from None
+    spec._origin = loaded
+    spec._filename = filename
+    return spec
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """Absolute paths for local files: Ray workers do not share the driver's working directory."""
+    import copy
+
+    data = copy.deepcopy(data)
+
+    def local(value: Any) -> Any:
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            return str(base / value)
+        return value
+
+    for source in data.get("sources") or []:
+        if isinstance(source, dict) and source.get("type") == "files" and "path" in source:
+            source["path"] = local(source["path"])
+        if isinstance(source, dict) and source.get("type") == "database":
+            conn = source.get("connection")
+            if isinstance(conn, str) and conn.startswith("sqlite:///") and not conn.startswith("sqlite:////"):
+                rel = conn[len("sqlite:///"):]
+                if rel and rel != ":memory:":
+                    source["connection"] = "sqlite:///" + str(base / rel)
+    versioning = data.get("data_versioning")
+    if isinstance(versioning, dict) and "storage" in versioning:
+        versioning["storage"] = local(versioning["storage"])
+    tracking = data.setdefault("tracking", {}) if isinstance(data.get("tracking", {}), dict) else None
+    if tracking is not None:
+        uri = tracking.get("uri", Tracking().uri)
+        if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            tracking["uri"] = "sqlite:///" + str(base / uri[len("sqlite:///"):])
+        if "artifact_location" in tracking:
+            tracking["artifact_location"] = local(tracking["artifact_location"])
+    for option in data.get("serving_options") or []:
+        if isinstance(option, dict) and option.get("name") == "batch":
+            for key in ("input", "output"):
+                if key in option:
+                    option[key] = local(option[key])
+    return data
+
+
+def _describe_errors(exc: ValidationError, loaded: LoadedYaml, filename: str) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for error in exc.errors(include_url=False):
+        path, line, found = line_for(loaded.lines, loaded.data, tuple(error["loc"]))
+        where = f"{filename}:{line}: {format_path(path)}"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            key = path[-1] if path else "?"
+            hint = _did_you_mean(str(key))
+            message = f"{where}: unknown key {key!r}{hint}"
+        elif kind == "missing":
+            missing = error["loc"][-1]
+            message = f"{where}: missing required key {missing!r}"
+        else:
+            text = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            value = error.get("input")
+            shown = "" if isinstance(value, (dict, list)) or kind.startswith(("value_error", "assertion")) \
+                else f" (got {_show(loaded, path, value)})"
+            message = f"{where}: {text}{shown}"
+        if message not in seen:
+            seen.add(message)
+            problems.append(message)
+    return problems
+
+
+def _show(loaded: LoadedYaml, path: tuple, value: Any) -> str:
+    raw = _get(loaded.raw, path)
+    if isinstance(raw, str) and "${" in raw:
+        return repr(raw)  # never echo a substituted secret
+    return repr(value)
+
+
+def _get(tree: Any, path: tuple) -> Any:
+    for part in path:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def _all_keys() -> set[str]:
+    keys: set[str] = set()
+    stack: list[type[BaseModel]] = [Spec]
+    seen: set[type] = set()
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        keys.update(model.model_fields)
+        for sub in Model.__subclasses__() + _SourceBase.__subclasses__():
+            stack.append(sub)
+    return keys
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(_all_keys()), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

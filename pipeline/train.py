@@ -1,0 +1,400 @@
+"""The training workload: spec -> data -> validation -> split -> features -> models -> evaluation
+-> MLflow run -> registered champion. `run_pipeline` is what `rayline run` and `jobs.train` call."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from pipeline._internal.progress import Stages
+from pipeline.spec import Spec
+
+
+class RunRefused(RuntimeError):
+    """The run finished but registered nothing (a threshold was not met)."""
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+
+@dataclass
+class Candidate:
+    family: str
+    model: Any
+    val: dict[str, float]
+    test: dict[str, float]
+    latency: dict[str, float]
+    train_seconds: float
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment_id: str
+    champion: str
+    model_name: str
+    model_version: Optional[str]
+    leaderboard: list[dict[str, Any]]
+    test_metrics: dict[str, float]
+    refused: list[str] = field(default_factory=list)
+
+
+def feature_columns(spec: Spec, columns: list[str]) -> list[str]:
+    if spec.features.include:
+        return list(spec.features.include)
+    skip = {spec.target, spec.id_column, *spec.features.exclude}
+    return [c for c in columns if c not in skip]
+
+
+def check_columns(spec: Spec, columns: list[str]) -> list[str]:
+    """Spec names that are not columns of the data, each with its spec line."""
+    have = set(columns)
+    derived = {d.name for t in spec.transformations for d in (t.derived or [])}
+    problems = []
+    if spec.target not in have:
+        problems.append(f"{spec.where('target')}: target column {spec.target!r} is not in the data")
+    if spec.id_column and spec.id_column not in have:
+        problems.append(f"{spec.where('id_column')}: id_column {spec.id_column!r} is not in the data")
+    for i, name in enumerate(spec.features.include or []):
+        if name not in have:
+            problems.append(f"{spec.where('features', 'include', i)}: column {name!r} is not in the data")
+    for i, t in enumerate(spec.transformations):
+        for j, col in enumerate(t.columns or []):
+            if col not in have and col not in derived:
+                problems.append(f"{spec.where('transformations', i, 'columns', j)}: "
+                                f"{t.name}: column {col!r} is not in the data")
+        for j, d in enumerate(t.derived or []):
+            from pipeline.formula import Formula
+            missing = sorted(Formula.parse(d.formula).names - have - derived)
+            if missing:
+                problems.append(f"{spec.where('transformations', i, 'derived', j, 'formula')}: "
+                                f"{d.name}: formula reads {', '.join(missing)}, not in the data")
+    for i, col in enumerate(spec.evaluation.slices):
+        if col not in have:
+            problems.append(f"{spec.where('evaluation', 'slices', i)}: slice column {col!r} is not in the data")
+    return problems
+
+
+def split_frame(df: pd.DataFrame, spec: Spec, note=None) -> Split:
+    """Seeded train/validation/test split, stratified on the target for classification."""
+    from sklearn.model_selection import train_test_split
+
+    train_r, val_r, test_r = spec.split.ratios
+    stratify = spec.split.stratify and spec.problem_type == "classification"
+    labels = df[spec.target] if stratify else None
+    if stratify and labels.value_counts().min() < 3:
+        stratify, labels = False, None
+        note and note("a class has fewer than 3 rows: split without stratification")
+    rest_r = val_r + test_r
+    train, rest = train_test_split(df, test_size=rest_r, random_state=spec.seed, stratify=labels)
+    if test_r == 0:
+        return Split(train, rest, rest.iloc[0:0])
+    val, test = train_test_split(rest, test_size=test_r / rest_r, random_state=spec.seed,
+                                 stratify=rest[spec.target] if stratify else None)
+    return Split(train, val, test)
+
+
+def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False) -> RunResult:
+    import mlflow
+
+    from pipeline import registry
+    from pipeline._internal import runtime
+
+    stages = stages or Stages()
+    with stages.stage("Ray") as note:
+        started = runtime.ensure_ray(verbose=verbose)
+        cpus, nodes, gpus = runtime.cluster_shape()
+        plan = runtime.plan_training(spec.scaling, cpus, nodes, gpus)
+        note(f"{'local cluster' if started else 'connected'}: {cpus:g} CPUs on {nodes} node(s)")
+    stages.info(f"training plan: {plan.num_workers} worker(s) x {plan.cpus_per_worker:g} CPU — {plan.reason}")
+    _refuse_unavailable_families(spec)
+
+    experiment_id = registry.configure(spec)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-run") as run:
+        registry.log_spec(spec)
+        mlflow.set_tag("rayline.training_plan", f"{plan.num_workers}x{plan.cpus_per_worker:g} CPU: {plan.reason}")
+        df = _ingest_and_validate(spec, stages)
+        result = _train_and_register(spec, df, plan, stages, run.info.run_id, experiment_id)
+    return result
+
+
+def _refuse_unavailable_families(spec: Spec) -> None:
+    from pipeline.models import AVAILABLE, unavailable
+
+    missing = unavailable(spec.model_families)
+    if missing:
+        from pipeline.spec import SpecError
+        raise SpecError([f"{spec.where('advanced_models')}: model family {m} is not available in "
+                         f"this version of rayline (available: {', '.join(AVAILABLE)})" for m in missing])
+
+
+def _ingest_and_validate(spec: Spec, stages: Stages) -> pd.DataFrame:
+    from pipeline import registry
+    from pipeline.sources import read_sources
+    from pipeline.validation import ValidationFailed, validate_dataset
+
+    with stages.stage("Ingest") as note:
+        ds = read_sources(spec).materialize()
+        rows = ds.count()
+        columns = list(ds.schema().names)
+        note(f"{rows:,} rows x {len(columns)} columns from {len(spec.sources)} source(s)")
+    problems = check_columns(spec, columns)
+    if problems:
+        from pipeline.spec import SpecError
+        raise SpecError(problems)
+    with stages.stage("Validate") as note:
+        try:
+            passed, bad, report = validate_dataset(ds, spec)
+        except ValidationFailed as exc:
+            registry.log_dict(exc.report.to_dict(), "validation/report.json")
+            _log_text(exc.report.to_markdown(), "validation/report.md")
+            raise
+        registry.log_dict(report.to_dict(), "validation/report.json")
+        _log_text(report.to_markdown(), "validation/report.md")
+        if len(bad):
+            _log_quarantine(bad, spec)
+        note(f"{report.passed_rows:,} rows passed, {report.bad_rows:,} quarantined, "
+             f"{len(report.results)} rules")
+    import mlflow
+    mlflow.log_metrics({"data_rows": report.rows, "data_rows_passed": report.passed_rows,
+                        "data_rows_quarantined": report.bad_rows})
+    return passed.to_pandas()
+
+
+def _log_text(text: str, artifact: str) -> None:
+    import mlflow
+    mlflow.log_text(text, artifact)
+
+
+def _log_quarantine(bad: pd.DataFrame, spec: Spec) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "quarantine.parquet"
+        bad.rename(columns={"_rayline_reasons": "reasons"}).to_parquet(path)
+        mlflow.log_artifact(str(path), "validation")
+
+
+def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_id: str,
+                        experiment_id: str) -> RunResult:
+    import mlflow
+
+    from pipeline import registry
+    from pipeline.features import FeaturePipeline
+    from pipeline.metrics import threshold_failures
+    from pipeline.models import TrainData, train_families
+    from pipeline.predictor import Predictor, column_kind, infer_schema
+
+    with stages.stage("Split") as note:
+        split = split_frame(df, spec, note=stages.info)
+        note(f"train {len(split.train):,} / validation {len(split.val):,} / test {len(split.test):,}"
+             f" (seed {spec.seed}{', stratified' if spec.split.stratify and spec.problem_type == 'classification' else ''})")
+    mlflow.log_metrics({"rows_train": len(split.train), "rows_validation": len(split.val),
+                        "rows_test": len(split.test)})
+
+    with stages.stage("Features") as note:
+        inputs = feature_columns(spec, list(df.columns))
+        kinds = {c: column_kind(df[c]) for c in df.columns}
+        pipeline = FeaturePipeline.from_spec(spec.transformations, inputs, kinds).fit(split.train)
+        X = {name: pipeline.transform(part).to_numpy(dtype=np.float64)
+             for name, part in (("train", split.train), ("val", split.val), ("test", split.test))}
+        note(f"{len(pipeline.required_columns)} input columns -> {len(pipeline.output_columns)} "
+             "features, fitted on the training split")
+    registry.log_dict(pipeline.describe(), "features/pipeline.json")
+
+    classes, y = _labels(spec, df, split)
+    data = TrainData(X_train=X["train"], y_train=y["train"], X_val=X["val"], y_val=y["val"],
+                     feature_names=pipeline.output_columns, problem_type=spec.problem_type,
+                     n_classes=len(classes) if classes else 0, seed=spec.seed, plan=plan,
+                     storage_path=str(Path(".rayline/ray_results").resolve()),
+                     run_tag=f"{spec.name}-{run_id[:8]}")
+    schema = infer_schema(split.train, pipeline.required_columns, spec.expectations)
+    meta_base = {"name": spec.name, "problem_type": spec.problem_type, "target": spec.target,
+                 "classes": classes, "id_column": spec.id_column, "run_id": run_id}
+
+    timings: dict[str, float] = {}
+    with stages.stage(f"Train {', '.join(spec.model_families)}") as note:
+        models = train_families(spec.model_families, data, spec.model_params,
+                                on_done=lambda f, s: timings.__setitem__(f, s))
+        note(", ".join(f"{f} {timings.get(f, 0):.1f} s" for f in models))
+
+    with stages.stage("Evaluate") as note:
+        candidates = [_evaluate(spec, family, model, pipeline, schema, meta_base, split, X, classes,
+                                timings.get(family, 0.0))
+                      for family, model in models.items()]
+        champion = _select(spec, candidates)
+        board = _leaderboard(spec, candidates, champion)
+        metric, _ = spec.primary_metric
+        note(f"champion {champion.family}: validation {metric} {champion.val.get(metric, float('nan')):.4f}")
+    _print_leaderboard(stages, spec, board)
+    for c in candidates:
+        with mlflow.start_run(run_name=c.family, nested=True):
+            mlflow.log_params({f"{c.family}.{k}": v for k, v in c.model.params.items()})
+            mlflow.log_metrics({**{f"val_{k}": v for k, v in c.val.items()},
+                                **{f"test_{k}": v for k, v in c.test.items()},
+                                **{f"latency_{k}": v for k, v in c.latency.items()},
+                                "train_seconds": c.train_seconds})
+    mlflow.log_metrics({**{f"val_{k}": v for k, v in champion.val.items()},
+                        **{f"test_{k}": v for k, v in champion.test.items()},
+                        **{f"latency_{k}": v for k, v in champion.latency.items()}})
+    mlflow.set_tag("rayline.champion_family", champion.family)
+    registry.log_dict(board, "leaderboard.json")
+
+    failures = threshold_failures(champion.test, spec.evaluation.thresholds)
+    predictor = Predictor(pipeline, champion.model, schema, {**meta_base, "family": champion.family,
+                                                              "test_metrics": champion.test})
+    with stages.stage("Register") as note, tempfile.TemporaryDirectory() as tmp:
+        predictor_dir = predictor.save(Path(tmp) / "rayline_model")
+        # The signature keeps the training dtypes: MLflow refuses int64 input for a double column.
+        example = split.train[pipeline.required_columns].head(3)
+        version = None
+        if failures:
+            mlflow.set_tag("rayline.registered", "false: " + "; ".join(failures))
+            note("not registered: a threshold was not met")
+            # Keep the model in the run for analysis, but outside the registry.
+            _log_unregistered(predictor_dir, example)
+        else:
+            info = registry.log_predictor(predictor_dir, example, spec.name)
+            version = str(info.registered_model_version)
+            previous = registry.promote(spec.name, version)
+            mlflow.set_tag("rayline.registered", f"{spec.name} v{version}")
+            note(f"{spec.name} version {version} is now @{registry.CHAMPION}"
+                 + (f" (v{previous} kept as @{registry.PREVIOUS})" if previous else ""))
+    result = RunResult(run_id=run_id, experiment_id=experiment_id, champion=champion.family,
+                       model_name=spec.name, model_version=version, leaderboard=board,
+                       test_metrics=champion.test, refused=failures)
+    if failures:
+        raise RunRefused("nothing registered: " + "; ".join(failures))
+    return result
+
+
+def _log_unregistered(predictor_dir: Path, example: pd.DataFrame) -> None:
+    import mlflow
+
+    from pipeline._internal import mlflow_model
+    from pipeline.predictor import ARTIFACT_NAME
+
+    mlflow.pyfunc.log_model(name="model", python_model=mlflow_model.__file__,
+                            artifacts={ARTIFACT_NAME: str(predictor_dir)}, input_example=example)
+
+
+def _labels(spec: Spec, df: pd.DataFrame, split: Split):
+    if spec.problem_type == "regression":
+        return None, {k: getattr(split, p)[spec.target].to_numpy(dtype=np.float64)
+                      for k, p in (("train", "train"), ("val", "val"), ("test", "test"))}
+    classes = sorted(pd.unique(df[spec.target].dropna()).tolist(), key=lambda v: (str(type(v)), v))
+    index = {c: i for i, c in enumerate(classes)}
+    encoded = {k: getattr(split, p)[spec.target].map(index).to_numpy(dtype=np.int64)
+               for k, p in (("train", "train"), ("val", "val"), ("test", "test"))}
+    return [_plain(c) for c in classes], encoded
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _evaluate(spec, family, model, pipeline, schema, meta, split, X, classes, seconds) -> Candidate:
+    from pipeline.metrics import compute_metrics
+    from pipeline.predictor import Predictor
+
+    def metrics_for(part: str, frame: pd.DataFrame) -> dict[str, float]:
+        if len(frame) == 0:
+            return {}
+        scores = model.predict_scores(X[part])
+        truth = frame[spec.target].to_numpy()
+        if spec.problem_type == "regression":
+            return compute_metrics("regression", truth, scores, names=spec.metric_names,
+                                   custom=spec.evaluation.custom)
+        pred = np.asarray(classes)[scores.argmax(axis=1)]
+        return compute_metrics("classification", truth, pred, proba=scores, classes=classes,
+                               names=spec.metric_names, custom=spec.evaluation.custom)
+
+    predictor = Predictor(pipeline, model, schema, {**meta, "family": family})
+    latency = measure_latency(predictor, split.test if len(split.test) else split.val)
+    return Candidate(family, model, metrics_for("val", split.val), metrics_for("test", split.test),
+                     latency, seconds)
+
+
+def measure_latency(predictor, frame: pd.DataFrame, singles: int = 200,
+                    budget_s: float = 1.5) -> dict[str, float]:
+    """Per-record and per-1,000-record inference time, fitted features included (milliseconds).
+    At most `singles` single-record calls, stopping early once `budget_s` is spent."""
+    records = frame[predictor.features.required_columns].to_dict(orient="records")
+    if not records:
+        return {}
+    one: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    for record in (records * (singles // len(records) + 1))[:singles]:
+        start = time.perf_counter()
+        predictor.predict_records([record])
+        one.append((time.perf_counter() - start) * 1000)
+        if start > deadline and len(one) >= 20:
+            break
+    batch = (records * (1000 // len(records) + 1))[:1000]
+    many = []
+    for _ in range(5):
+        start = time.perf_counter()
+        predictor.predict_records(batch)
+        many.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(one, 50)), "p99_ms": float(np.percentile(one, 99)),
+            "batch1000_p50_ms": float(np.percentile(many, 50))}
+
+
+def _select(spec: Spec, candidates: list[Candidate]) -> Candidate:
+    """Best primary metric on validation; near-ties (within 1e-9) go to the more interpretable."""
+    from pipeline.metrics import better
+
+    metric, _ = spec.primary_metric
+    best = candidates[0]
+    for c in candidates[1:]:
+        a, b = c.val.get(metric, float("nan")), best.val.get(metric, float("nan"))
+        if better(metric, a, b) and abs(a - b) > 1e-9:
+            best = c
+        elif abs(a - b) <= 1e-9 and c.model.interpretability > best.model.interpretability:
+            best = c
+    return best
+
+
+def _leaderboard(spec: Spec, candidates: list[Candidate], champion: Candidate) -> list[dict]:
+    metric, _ = spec.primary_metric
+    rows = []
+    for c in candidates:
+        rows.append({"model": c.family, "champion": c is champion,
+                     f"val_{metric}": c.val.get(metric), f"test_{metric}": c.test.get(metric),
+                     **{f"val_{k}": v for k, v in c.val.items() if not k.startswith("confusion")},
+                     "latency_p50_ms": c.latency.get("p50_ms"), "latency_p99_ms": c.latency.get("p99_ms"),
+                     "interpretability": c.model.interpretability, "train_seconds": round(c.train_seconds, 2)})
+    return rows
+
+
+def _print_leaderboard(stages: Stages, spec: Spec, board: list[dict]) -> None:
+    from rich.table import Table
+
+    metric, _ = spec.primary_metric
+    shown = [m for m in spec.metric_names if m != "confusion_matrix"]
+    table = Table(title="Leaderboard (validation)", title_justify="left")
+    table.add_column("model")
+    for m in shown:
+        table.add_column(m, justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    for row in board:
+        cells = [f"{'★ ' if row['champion'] else ''}{row['model']}"]
+        cells += [_fmt(row.get(f"val_{m}")) for m in shown]
+        cells += [_fmt(row["latency_p50_ms"], 2), _fmt(row["latency_p99_ms"], 2)]
+        table.add_row(*cells)
+    stages.console.print(table)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"

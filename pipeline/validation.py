@@ -1,0 +1,323 @@
+"""The spec's expectations as Great Expectations suites, run on Ray Data batches.
+
+Each batch is validated by GE (COMPLETE result format, so every failing row index comes back);
+we turn GE's per-expectation index lists into one reasons column per row. Rows with no reason
+pass; the rest are the bad rows that `on_failure` decides about. The report (per rule: rows
+checked, rows failed, a sample of bad values with their id) is built from those reasons, so the
+counts always satisfy rows in = passed + bad.
+
+Type rules are checked here with pandas rather than GE: GE's type expectations look at a typed
+column's dtype as a whole, and quarantine needs to know which rows are wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from pipeline.spec import ColumnExpectation, Expectations
+
+REASONS = "_rayline_reasons"
+SAMPLE_SIZE = 20
+
+
+class ValidationFailed(RuntimeError):
+    def __init__(self, report: "ValidationReport", message: str):
+        self.report = report
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Rule:
+    column: str
+    rule: str           # type | range | nullable | values | unique | regex
+    detail: str         # human text: "range [0, 100]"
+    params: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.column}:{self.rule}"
+
+
+@dataclass
+class RuleResult:
+    column: str
+    rule: str
+    detail: str
+    checked: int
+    failed: int
+    samples: list[dict] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.failed == 0
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    bad_rows: int
+    results: list[RuleResult]
+    table_failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed_rows(self) -> int:
+        return self.rows - self.bad_rows
+
+    @property
+    def success(self) -> bool:
+        return self.bad_rows == 0 and not self.table_failures
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.bad_rows / self.rows if self.rows else 0.0
+
+    def failure_lines(self) -> list[str]:
+        lines = list(self.table_failures)
+        for r in self.results:
+            if r.failed:
+                example = ", ".join(_show_sample(s) for s in r.samples[:3])
+                detail = f" ({r.detail})" if r.detail != r.rule else ""
+                lines.append(f"column {r.column}: rule {r.rule}{detail} failed on {r.failed} of "
+                             f"{r.checked} rows" + (f"; e.g. {example}" if example else ""))
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "passed_rows": self.passed_rows, "bad_rows": self.bad_rows,
+                "success": self.success, "table_failures": self.table_failures,
+                "results": [asdict(r) | {"success": r.success} for r in self.results]}
+
+    def to_markdown(self) -> str:
+        out = [f"# Validation report", "",
+               f"{self.rows} rows: {self.passed_rows} passed, {self.bad_rows} failed.", ""]
+        out += [f"- table: {t}" for t in self.table_failures]
+        out += ["| column | rule | detail | checked | failed |", "|---|---|---|---|---|"]
+        out += [f"| {r.column} | {r.rule} | {r.detail} | {r.checked} | {r.failed} |" for r in self.results]
+        return "\n".join(out) + "\n"
+
+
+def _show_sample(sample: dict) -> str:
+    ident = sample.get("id")
+    return f"{ident}: {sample['value']!r}" if ident is not None else repr(sample["value"])
+
+
+def rules_for(expectations: Expectations) -> list[Rule]:
+    rules: list[Rule] = []
+    for col in expectations.columns:
+        rules.extend(_column_rules(col))
+    return rules
+
+
+def _column_rules(col: ColumnExpectation) -> Iterable[Rule]:
+    if col.type:
+        yield Rule(col.column, "type", col.type, {"type": col.type})
+    if col.range:
+        low, high = col.range
+        yield Rule(col.column, "range", f"[{_num(low, '-inf')}, {_num(high, 'inf')}]", {"min": low, "max": high})
+    if col.nullable is False:
+        yield Rule(col.column, "nullable", "not null")
+    if col.values is not None:
+        shown = ", ".join(str(v) for v in col.values[:8]) + (", ..." if len(col.values) > 8 else "")
+        yield Rule(col.column, "values", f"in {{{shown}}}", {"values": list(col.values)})
+    if col.unique:
+        yield Rule(col.column, "unique", "unique")
+    if col.regex:
+        yield Rule(col.column, "regex", f"matches {col.regex}", {"regex": col.regex})
+
+
+def _num(value: Any, unbounded: str) -> str:
+    return unbounded if value is None else f"{value:g}"
+
+
+# ------------------------------------------------------------------ one batch (runs in Ray workers)
+
+_SUITES: dict[str, Any] = {}
+
+
+def _ge_validation(rules: list[Rule]):
+    """One ephemeral GE context and suite per worker process, built on first use."""
+    key = json.dumps([asdict(r) for r in rules], sort_keys=True, default=str)
+    if key in _SUITES:
+        return _SUITES[key]
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (ctx.data_sources.add_pandas("rayline").add_dataframe_asset("batch")
+                 .add_batch_definition_whole_dataframe("whole"))
+    suite = ctx.suites.add(gx.ExpectationSuite(name="rayline"))
+    keys: list[str] = []
+    for rule in rules:
+        expectation = _ge_expectation(gxe, rule)
+        if expectation is not None:
+            expectation.meta = {"rayline_rule": rule.key}
+            suite.add_expectation(expectation)
+            keys.append(rule.key)
+    validation = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name="rayline", data=batch_def, suite=suite))
+    _SUITES[key] = validation
+    return validation
+
+
+def _ge_expectation(gxe, rule: Rule):
+    c = rule.column
+    if rule.rule == "range":
+        return gxe.ExpectColumnValuesToBeBetween(column=c, min_value=rule.params["min"],
+                                                 max_value=rule.params["max"])
+    if rule.rule == "nullable":
+        return gxe.ExpectColumnValuesToNotBeNull(column=c)
+    if rule.rule == "values":
+        return gxe.ExpectColumnValuesToBeInSet(column=c, value_set=rule.params["values"])
+    if rule.rule == "unique":
+        return gxe.ExpectColumnValuesToBeUnique(column=c)
+    if rule.rule == "regex":
+        return gxe.ExpectColumnValuesToMatchRegex(column=c, regex=rule.params["regex"])
+    return None  # type: checked row by row below
+
+
+def flag_batch(batch: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
+    """The batch with a REASONS column: ';'-joined rule keys each row broke ('' = passed)."""
+    frame = batch.reset_index(drop=True)
+    reasons: list[list[str]] = [[] for _ in range(len(frame))]
+    if len(frame):
+        for rule in rules:
+            if rule.rule == "type":
+                for i in np.flatnonzero(~_type_ok(frame[rule.column], rule.params["type"])):
+                    reasons[i].append(rule.key)
+        if any(r.rule != "type" for r in rules):
+            validation = _ge_validation(rules)
+            checked = _categorical_as_text(frame, rules)
+            result = validation.run(batch_parameters={"dataframe": checked},
+                                    result_format={"result_format": "COMPLETE"})
+            for res in result.results:
+                if res.exception_info and res.exception_info.get("raised_exception"):
+                    raise RuntimeError(f"Great Expectations could not run "
+                                       f"{res.expectation_config.type}: "
+                                       f"{res.exception_info.get('exception_message')}")
+                if res.success:
+                    continue
+                key = res.expectation_config.meta["rayline_rule"]
+                for i in res.result.get("unexpected_index_list") or []:
+                    reasons[int(i)].append(key)
+    out = frame.copy()
+    out[REASONS] = [";".join(r) for r in reasons]
+    return out
+
+
+def _categorical_as_text(frame: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
+    """`values: [0, 1]` must match a column read as 0/1 ints and as '0'/'1' strings alike."""
+    out = frame
+    for rule in rules:
+        if rule.rule == "values":
+            col = frame[rule.column]
+            wanted = rule.params["values"]
+            if col.dtype == object and any(not isinstance(v, str) for v in wanted):
+                if out is frame:
+                    out = frame.copy()
+                lookup = {str(v): v for v in wanted}
+                out[rule.column] = col.map(lambda v: lookup.get(str(v), v) if v is not None else v)
+    return out
+
+
+def _type_ok(col: pd.Series, kind: str) -> np.ndarray:
+    present = col.notna().to_numpy()
+    if kind in ("numeric", "integer"):
+        if pd.api.types.is_bool_dtype(col):
+            return ~present
+        numbers = pd.to_numeric(col, errors="coerce")
+        ok = numbers.notna().to_numpy() | ~present
+        if kind == "integer":
+            ok &= ~present | (numbers.fillna(0) % 1 == 0).to_numpy()
+        return ok
+    if kind == "boolean":
+        return ~present | col.map(lambda v: isinstance(v, (bool, np.bool_)) or v in (0, 1, "true", "false",
+                                                                                   "True", "False")).to_numpy()
+    if kind == "datetime":
+        return ~present | pd.to_datetime(col, errors="coerce").notna().to_numpy()
+    return np.ones(len(col), dtype=bool)  # categorical / string: any value is a label
+
+
+# ------------------------------------------------------------------ the whole dataset
+
+def report_from_bad_rows(rules: list[Rule], total_rows: int, bad: pd.DataFrame,
+                         id_column: str | None, table_failures: list[str]) -> ValidationReport:
+    by_key: dict[str, RuleResult] = {
+        r.key: RuleResult(r.column, r.rule, r.detail, checked=total_rows, failed=0) for r in rules}
+    for _, row in bad.iterrows():
+        for key in filter(None, row[REASONS].split(";")):
+            result = by_key[key]
+            result.failed += 1
+            if len(result.samples) < SAMPLE_SIZE:
+                sample = {"value": _plain(row[result.column])}
+                if id_column and id_column in row:
+                    sample["id"] = _plain(row[id_column])
+                result.samples.append(sample)
+    return ValidationReport(rows=total_rows, bad_rows=len(bad), results=list(by_key.values()),
+                            table_failures=table_failures)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def table_checks(expectations: Expectations, row_count: int, columns: list[str],
+                 where) -> list[str]:
+    """Row-count bounds and missing columns: failures of the table as a whole (never quarantined)."""
+    failures = []
+    for i, col in enumerate(expectations.columns):
+        if col.column not in columns:
+            failures.append(f"{where('expectations', 'columns', i, 'column')}: column {col.column} "
+                            f"is not in the data (columns: {', '.join(columns)})")
+    if expectations.min_rows is not None and row_count < expectations.min_rows:
+        failures.append(f"table: {row_count} rows, below min_rows {expectations.min_rows}")
+    if expectations.max_rows is not None and row_count > expectations.max_rows:
+        failures.append(f"table: {row_count} rows, above max_rows {expectations.max_rows}")
+    return failures
+
+
+def validate_dataset(ds, spec):
+    """(passed rows as a Ray Dataset, bad rows with reasons as pandas, report).
+
+    Raises ValidationFailed when on_failure is fail and anything failed, or when the bad share is
+    above max_bad_fraction under quarantine, or when a table-level check failed.
+    """
+    from ray.data.expressions import col, lit
+
+    expectations = spec.expectations
+    columns = list(ds.schema().names)
+    rules = [r for r in rules_for(expectations) if r.column in columns]
+    if rules:
+        flagged = ds.map_batches(flag_batch, fn_kwargs={"rules": rules}, batch_format="pandas",
+                                 batch_size=None).materialize()
+        bad = flagged.filter(expr=col(REASONS) != lit("")).to_pandas()
+        total = flagged.count()
+    else:
+        flagged, bad, total = None, pd.DataFrame(columns=[REASONS]), ds.count()
+    failures = table_checks(expectations, total, columns, spec.where)
+    report = report_from_bad_rows(rules, total, bad, spec.id_column, failures)
+    if failures:
+        raise ValidationFailed(report, "data validation failed:\n  " + "\n  ".join(report.failure_lines()))
+    if report.bad_rows and expectations.on_failure == "fail":
+        raise ValidationFailed(report, "data validation failed (on_failure: fail):\n  "
+                               + "\n  ".join(report.failure_lines()))
+    if report.bad_rows and report.bad_fraction > expectations.max_bad_fraction:
+        raise ValidationFailed(
+            report, f"data validation failed: {report.bad_rows} of {report.rows} rows "
+                    f"({report.bad_fraction:.2%}) are bad, above max_bad_fraction "
+                    f"{expectations.max_bad_fraction:.2%}:\n  " + "\n  ".join(report.failure_lines()))
+    if flagged is None:
+        return ds, bad, report
+    passed = flagged.filter(expr=col(REASONS) == lit("")).drop_columns([REASONS])
+    return passed, bad, report
