@@ -91,6 +91,7 @@ class Formula:
             _check_node(node, text)
             if isinstance(node, ast.Name) and not _is_function_position(node, tree):
                 names.add(node.id)
+        _check_text_operands(tree, text)
         if allowed_names is not None:
             unknown = sorted(names - set(allowed_names))
             if unknown:
@@ -102,12 +103,25 @@ class Formula:
 
     def evaluate(self, columns: Mapping[str, object]) -> tuple[np.ndarray, int]:
         """(values as float64, number of rows where a division by zero gave null)."""
-        counter = [0]
-        out = _eval(self.tree.body, columns, counter)
+        zero_rows: list = [False]  # one mask, or-ed over every division in the formula
+        out = _eval(self.tree.body, columns, zero_rows)
         out = np.asarray(out)
         if out.dtype.kind in "UO":
             raise FormulaError(f"{self.text!r} gives text, not a number")
-        return out.astype(np.float64, copy=False), counter[0]
+        return out.astype(np.float64, copy=False), int(np.count_nonzero(zero_rows[0]))
+
+
+def _check_text_operands(tree: ast.AST, text: str) -> None:
+    """Text may only stand beside == or != (`contract == 'two_year'`); anywhere else it is an
+    error now rather than when the formula first meets data."""
+    allowed: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+            allowed.update(id(operand) for operand in (node.left, *node.comparators))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in allowed:
+            raise FormulaError(f"text can only be compared with == or != (found {node.value!r}) "
+                               f"in {text!r}")
 
 
 def _is_function_position(name: ast.Name, tree: ast.AST) -> bool:
@@ -233,7 +247,7 @@ def _compare(op: type, left, right) -> np.ndarray:
 def _guarded_division(op: type, left: np.ndarray, right: np.ndarray, counter: list[int]):
     left, right = np.broadcast_arrays(left, right)
     zero = right == 0
-    counter[0] += int(np.count_nonzero(zero & ~np.isnan(left)))
+    counter[0] = np.logical_or(counter[0], zero & ~np.isnan(left))
     safe = np.where(zero, 1.0, right)
     with np.errstate(all="ignore"):
         if op is ast.Div:

@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
 from pydantic import (
     BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
@@ -70,6 +70,16 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=False)
 
 
+class ShortForm:
+    """A section the seed also writes in a short form (`authentication: bearer`, a bare list of
+    expectations, `latency_p99 > 500ms`): the JSON Schema offers both forms."""
+    short_form: ClassVar[dict] = {"type": "string"}
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        return {"anyOf": [handler(core_schema), cls.short_form]}
+
+
 # --------------------------------------------------------------------------- sources
 
 class Join(Model):
@@ -81,7 +91,7 @@ class Join(Model):
         return [self.on] if isinstance(self.on, str) else list(self.on)
 
 
-class Authentication(Model):
+class Authentication(ShortForm, Model):
     method: Literal["none", "bearer", "api_key", "basic"] = "none"
     token: Optional[SecretStr] = None          # bearer
     key: Optional[SecretStr] = None            # api_key
@@ -214,6 +224,13 @@ class ColumnExpectation(Model):
 
 
 class Expectations(Model):
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        # The seed's short form: a bare list of column rules.
+        schema = handler(core_schema)
+        columns = handler.resolve_ref_schema(schema)["properties"]["columns"]
+        return {"anyOf": [schema, {"type": "array", "items": columns["items"]}]}
+
     on_failure: Literal["fail", "quarantine"] = "fail"
     max_bad_fraction: Fraction = 0.0
     min_rows: Optional[int] = Field(None, ge=0)
@@ -340,15 +357,28 @@ class SearchChoice(Model):
 
 def _search_dimension(value: Any) -> Any:
     """`[low, high, log]`, `[low, high, int]`, `[low, high, uniform]` are ranges; any other list
-    is a choice; a dict may spell either out ({low, high, log, integer} or {values})."""
+    is a choice; a dict may spell either out ({low, high, log, integer} or {values}).
+
+    The member model is built here, so a bad range reports its own problem once instead of
+    pydantic also trying (and reporting) the other member of the union."""
     if isinstance(value, list):
         if len(value) == 3 and isinstance(value[2], str) and value[2] in (
                 "log", "int", "uniform", "float", "log_int", "int_log"):
             kind = value[2]
-            return {"low": value[0], "high": value[1], "log": "log" in kind, "integer": "int" in kind}
-        return {"values": value}
-    if isinstance(value, (int, float, str, bool)):
-        return {"values": [value]}
+            value = {"low": value[0], "high": value[1], "log": "log" in kind, "integer": "int" in kind}
+        else:
+            value = {"values": value}
+    elif isinstance(value, (int, float, str, bool)):
+        value = {"values": [value]}
+    if isinstance(value, dict):
+        model = SearchChoice if "values" in value else SearchRange
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{where + ': ' if where else ''}"
+                             f"{first['msg'].removeprefix('Value error, ')}") from None
     return value
 
 
@@ -513,7 +543,7 @@ ServingOption = Annotated[Union[RestServing, BatchServing, StreamingServing], Fi
 
 # --------------------------------------------------------------------------- monitoring, A/B, rollback
 
-class Alerts(Model):
+class Alerts(ShortForm, Model):
     webhook: Optional[SecretStr] = None
     channel: Optional[str] = None
 
@@ -569,19 +599,21 @@ class ABTesting(Model):
     duration: Optional[Duration] = None
     significance: float = Field(0.95, gt=0, lt=1)
 
-    @model_validator(mode="before")
+    @field_validator("framework", mode="before")
     @classmethod
     def _framework(cls, value: Any) -> Any:
-        if isinstance(value, dict) and value.get("framework") not in (None, "ray_serve"):
-            raise ValueError(f"framework {value['framework']} is not supported: A/B testing is "
-                             "built into the Ray Serve app (framework: ray_serve, or leave it out)")
+        if value != "ray_serve":
+            raise ValueError(f"framework {value} is not supported: A/B testing is built into the "
+                             "Ray Serve app (framework: ray_serve, or leave it out)")
         return value
 
 
 _TRIGGER_RE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*(\S+)\s*$")
 
 
-class Trigger(Model):
+class Trigger(ShortForm, Model):
+    short_form: ClassVar[dict] = {"type": "string", "pattern": r"^\s*[a-z_][a-z0-9_]*\s*(>=|<=|>|<)\s*\S+\s*$"}
+
     metric: str
     op: Literal[">", ">=", "<", "<="]
     threshold: float
@@ -621,7 +653,9 @@ def _procedure(value: Any) -> Any:
 class Rollback(Model):
     triggers: list[Trigger] = []
     window: Duration = 300.0
-    procedure: Annotated[list[RollbackStep], BeforeValidator(_procedure)] = [
+    procedure: Annotated[list[RollbackStep], BeforeValidator(_procedure), _json({
+        "anyOf": [{"type": "array", "items": {"enum": list(RollbackStep.__args__)}},
+                  {"type": "string", "description": "1. step 2. step ..."}]})] = [
         "automatic_rollback_to_previous", "alert_on_call", "preserve_logs_for_analysis"]
 
 
@@ -666,61 +700,6 @@ class Spec(Model):
 
     _origin: Optional[LoadedYaml] = PrivateAttr(default=None)
     _filename: str = PrivateAttr(default="<spec>")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "Spec":
-        problems: list[str] = []
-        if self.id_column and self.id_column == self.target:
-            problems.append("id_column cannot be the target")
-        if self.target in self.features.exclude:
-            problems.append(f"features.exclude names the target {self.target!r}")
-        if self.features.include and self.target in self.features.include:
-            problems.append(f"features.include names the target {self.target!r}")
-        allowed = CLASSIFICATION_FAMILIES if self.problem_type == "classification" else REGRESSION_FAMILIES
-        for family in self.model_families:
-            if family not in allowed:
-                hint = (" (use linear_regression)" if family == "logistic_regression" else
-                        " (use logistic_regression)" if family == "linear_regression" else "")
-                problems.append(f"model family {family} does not fit problem_type "
-                                f"{self.problem_type}{hint}")
-        if not self.model_families:
-            problems.append("list at least one model in baseline_models or advanced_models")
-        known_metrics = set(self.metric_names) | {c.name for c in self.evaluation.custom}
-        for metric in self.evaluation.thresholds:
-            if metric not in known_metrics:
-                problems.append(f"evaluation.thresholds: {metric} is not a metric of this "
-                                f"{self.problem_type} spec (known: {', '.join(sorted(known_metrics))})")
-        for criterion in self.selection_criteria:
-            if criterion not in known_metrics | {"auto", "inference_latency", "interpretability"} \
-                    and _metric_name(criterion) not in known_metrics:
-                problems.append(f"selection_criteria: unknown criterion {criterion!r}")
-        formula_names = CONFUSION_NAMES if self.problem_type == "classification" else REGRESSION_FORMULA_NAMES
-        for i, metric in enumerate(self.evaluation.custom):
-            if metric.formula is not None:
-                try:
-                    Formula.parse(metric.formula, allowed_names=formula_names)
-                except FormulaError as exc:
-                    problems.append(f"evaluation.custom[{i}] {metric.name}: {exc}")
-            if metric.cost_matrix is not None and self.problem_type == "regression":
-                problems.append(f"evaluation.custom[{i}] {metric.name}: cost_matrix needs classification")
-        names = [s.name for s in self.sources if s.name]
-        if len(names) != len(set(names)):
-            problems.append("source names must be unique")
-        if self.sources[0].join is not None:
-            problems.append("the first source cannot have join: it has nothing to join onto")
-        if self.tuning:
-            _, metric = self.tuning.objective_parts(self.problem_type)
-            if metric not in known_metrics and self.tuning.objective != "auto":
-                problems.append(f"tuning.objective: {metric} is not a metric of this spec")
-        kinds = [s.name for s in self.serving_options]
-        if len(kinds) != len(set(kinds)):
-            problems.append("serving_options: each of rest_api, batch, streaming at most once")
-        derived = [d.name for t in self.transformations for d in (t.derived or [])]
-        if len(derived) != len(set(derived)):
-            problems.append("derived feature names must be unique")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     # ---- derived views: everything downstream reads these, never the YAML
 
@@ -775,10 +754,75 @@ class Spec(Model):
 
     def redact(self, text: str) -> str:
         """Replace every environment-supplied value in a string (e.g. a URL with a password)."""
-        if self._origin:
-            for secret in sorted(self._origin.secrets, key=len, reverse=True):
-                text = text.replace(secret, "***")
-        return text
+        return _mask(text, self._origin) if self._origin else text
+
+
+def cross_checks(spec: Spec) -> list[tuple[tuple, str]]:
+    """Rules that span sections, each as (YAML path, message), checked after the models parse."""
+    problems: list[tuple[tuple, str]] = []
+    if spec.id_column and spec.id_column == spec.target:
+        problems.append((("id_column",), "id_column cannot be the target"))
+    if spec.target in spec.features.exclude:
+        problems.append((("features", "exclude", spec.features.exclude.index(spec.target)),
+                         f"features.exclude names the target {spec.target!r}"))
+    if spec.features.include and spec.target in spec.features.include:
+        problems.append((("features", "include", spec.features.include.index(spec.target)),
+                         f"features.include names the target {spec.target!r}"))
+    allowed = CLASSIFICATION_FAMILIES if spec.problem_type == "classification" else REGRESSION_FAMILIES
+    for section in ("baseline_models", "advanced_models"):
+        for i, family in enumerate(getattr(spec, section)):
+            if family not in allowed:
+                hint = (" (use linear_regression)" if family == "logistic_regression" else
+                        " (use logistic_regression)" if family == "linear_regression" else "")
+                problems.append(((section, i), f"model family {family} does not fit problem_type "
+                                               f"{spec.problem_type}{hint}"))
+    if not spec.model_families:
+        problems.append((("baseline_models",), "list at least one model in baseline_models or advanced_models"))
+    known_metrics = set(spec.metric_names) | {c.name for c in spec.evaluation.custom}
+    for metric in spec.evaluation.thresholds:
+        if metric not in known_metrics:
+            problems.append((("evaluation", "thresholds", metric),
+                             f"{metric} is not a metric of this {spec.problem_type} spec "
+                             f"(known: {', '.join(sorted(known_metrics))})"))
+    for i, criterion in enumerate(spec.selection_criteria):
+        if _metric_name(criterion) not in known_metrics | {"auto", "inference_latency", "interpretability"}:
+            problems.append((("selection_criteria", i), f"unknown criterion {criterion!r}; use a metric "
+                             "of the spec, inference_latency or interpretability"))
+    formula_names = CONFUSION_NAMES if spec.problem_type == "classification" else REGRESSION_FORMULA_NAMES
+    for i, metric in enumerate(spec.evaluation.custom):
+        if metric.formula is not None:
+            try:
+                Formula.parse(metric.formula, allowed_names=formula_names)
+            except FormulaError as exc:
+                problems.append((("evaluation", "custom", i, "formula"), f"{metric.name}: {exc}"))
+        if metric.cost_matrix is not None and spec.problem_type == "regression":
+            problems.append((("evaluation", "custom", i, "cost_matrix"),
+                             f"{metric.name}: a cost_matrix needs a classification spec"))
+    seen_sources: set[str] = set()
+    for i, source in enumerate(spec.sources):
+        if source.name and source.name in seen_sources:
+            problems.append((("sources", i, "name"), f"source name {source.name!r} is used twice"))
+        seen_sources.add(source.name or "")
+    if spec.sources[0].join is not None:
+        problems.append((("sources", 0, "join"), "the first source cannot have join: it has nothing to join onto"))
+    if spec.tuning and spec.tuning.objective != "auto":
+        _, metric = spec.tuning.objective_parts(spec.problem_type)
+        if metric not in known_metrics:
+            problems.append((("tuning", "objective"), f"{metric} is not a metric of this spec "
+                                                      f"(known: {', '.join(sorted(known_metrics))})"))
+    seen_kinds: set[str] = set()
+    for i, option in enumerate(spec.serving_options):
+        if option.name in seen_kinds:
+            problems.append((("serving_options", i, "name"), f"{option.name} is listed twice"))
+        seen_kinds.add(option.name)
+    seen_derived: set[str] = set()
+    for i, t in enumerate(spec.transformations):
+        for j, d in enumerate(t.derived or []):
+            if d.name in seen_derived:
+                problems.append((("transformations", i, "derived", j, "name"),
+                                 f"derived feature {d.name!r} is defined twice"))
+            seen_derived.add(d.name)
+    return problems
 
 
 def load_spec(path: str | os.PathLike, env: Mapping[str, str] | None = None,
@@ -808,7 +852,18 @@ def parse_spec(text: str, filename: str = "<spec>", env: Mapping[str, str] | Non
         raise SpecError(_describe_errors(exc, loaded, filename)) from None
     spec._origin = loaded
     spec._filename = filename
+    problems = cross_checks(spec)
+    if problems:
+        raise SpecError([_mask(f"{spec.where(*path)}: {format_path(path)}: {message}", loaded)
+                         for path, message in problems])
     return spec
+
+
+def _mask(text: str, loaded: LoadedYaml) -> str:
+    """Never echo a value that came from the environment, whichever validator quoted it."""
+    for secret in sorted(loaded.secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
@@ -831,9 +886,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
                 rel = conn[len("sqlite:///"):]
                 if rel and rel != ":memory:":
                     source["connection"] = "sqlite:///" + str(base / rel)
-    versioning = data.get("data_versioning")
-    if isinstance(versioning, dict) and "storage" in versioning:
-        versioning["storage"] = local(versioning["storage"])
+    versioning = data.setdefault("data_versioning", {})
+    if isinstance(versioning, dict):
+        versioning["storage"] = local(versioning.get("storage", DataVersioning.model_fields["storage"].default))
     tracking = data.setdefault("tracking", {}) if isinstance(data.get("tracking", {}), dict) else None
     if tracking is not None:
         uri = tracking.get("uri", Tracking().uri)
@@ -843,6 +898,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
             tracking["artifact_location"] = local(tracking["artifact_location"])
     for option in data.get("serving_options") or []:
         if isinstance(option, dict) and option.get("name") == "batch":
+            option.setdefault("output", BatchServing.model_fields["output"].default)
             for key in ("input", "output"):
                 if key in option:
                     option[key] = local(option[key])
@@ -869,6 +925,7 @@ def _describe_errors(exc: ValidationError, loaded: LoadedYaml, filename: str) ->
             shown = "" if isinstance(value, (dict, list)) or kind.startswith(("value_error", "assertion")) \
                 else f" (got {_show(loaded, path, value)})"
             message = f"{where}: {text}{shown}"
+        message = _mask(message, loaded)
         if message not in seen:
             seen.add(message)
             problems.append(message)

@@ -193,15 +193,15 @@ def flag_batch(batch: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
                 for i in np.flatnonzero(~_type_ok(frame[rule.column], rule.params["type"])):
                     reasons[i].append(rule.key)
         if any(r.rule != "type" for r in rules):
+            checked, unreadable = _prepared_for_ge(frame, rules)
+            for key, rows in unreadable.items():
+                for i in rows:
+                    reasons[i].append(key)
             validation = _ge_validation(rules)
-            checked = _categorical_as_text(frame, rules)
             result = validation.run(batch_parameters={"dataframe": checked},
                                     result_format={"result_format": "COMPLETE"})
             for res in result.results:
-                if res.exception_info and res.exception_info.get("raised_exception"):
-                    raise RuntimeError(f"Great Expectations could not run "
-                                       f"{res.expectation_config.type}: "
-                                       f"{res.exception_info.get('exception_message')}")
+                _raise_if_ge_failed(res)
                 if res.success:
                     continue
                 key = res.expectation_config.meta["rayline_rule"]
@@ -212,19 +212,45 @@ def flag_batch(batch: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
     return out
 
 
-def _categorical_as_text(frame: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
-    """`values: [0, 1]` must match a column read as 0/1 ints and as '0'/'1' strings alike."""
-    out = frame
+def _raise_if_ge_failed(res) -> None:
+    """GE 1.x keeps an expectation's own crash inside exception_info (flat, or one entry per
+    metric); a crashed expectation must not read as 'no bad rows'."""
+    info = res.exception_info or {}
+    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    for entry in entries:
+        if entry.get("raised_exception"):
+            raise RuntimeError(f"Great Expectations could not run {res.expectation_config.type} on "
+                               f"column {res.expectation_config.kwargs.get('column')}: "
+                               f"{entry.get('exception_message')}")
+
+
+def _prepared_for_ge(frame: pd.DataFrame, rules: list[Rule]) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """The frame as GE should see it, and the rows that break a rule before GE looks.
+
+    - `range` needs numbers: a text column is converted, and a value that is not a number
+      breaks the range rule itself (GE would raise on mixed types and report nothing).
+    - `values: [0, 1]` must match a column read as 0/1 ints and as '0'/'1' strings alike.
+    """
+    out = frame.copy()
+    unreadable: dict[str, list[int]] = {}
     for rule in rules:
-        if rule.rule == "values":
-            col = frame[rule.column]
+        col = frame[rule.column]
+        if rule.rule == "range" and not pd.api.types.is_numeric_dtype(col):
+            numbers = pd.to_numeric(col, errors="coerce")
+            bad = col.notna().to_numpy() & numbers.isna().to_numpy()
+            unreadable[rule.key] = list(np.flatnonzero(bad))
+            out[rule.column] = numbers
+        elif rule.rule == "values" and (col.dtype == object or pd.api.types.is_string_dtype(col)):
             wanted = rule.params["values"]
-            if col.dtype == object and any(not isinstance(v, str) for v in wanted):
-                if out is frame:
-                    out = frame.copy()
+            if any(not isinstance(v, str) for v in wanted):
                 lookup = {str(v): v for v in wanted}
-                out[rule.column] = col.map(lambda v: lookup.get(str(v), v) if v is not None else v)
-    return out
+                out[rule.column] = col.astype(object).map(
+                    lambda v: v if _is_null(v) else lookup.get(str(v), v))
+    return out, unreadable
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def _type_ok(col: pd.Series, kind: str) -> np.ndarray:

@@ -83,8 +83,6 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
 
     try:
         serve.delete(spec.name)
-        if started:
-            serve.shutdown()
     finally:
         if started:
-            ray.shutdown()
+            ray.shutdown()  # takes Serve's controller and proxies with it

@@ -15,7 +15,7 @@ class RaylineModel(PythonModel):
 
         self.predictor = Predictor.load(context.artifacts[ARTIFACT_NAME])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.predictor.predict_frame(frame)
 

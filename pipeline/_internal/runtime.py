@@ -24,8 +24,10 @@ def ensure_ray(address: str | None = None, verbose: bool = False) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # "local" starts a fresh instance: a bare ray.init() would attach to whatever cluster
+    # `ray start` last recorded on this machine, even one that has since died.
     ray.init(
-        address=address,
+        address=address or "local",
         logging_level=logging.INFO if verbose else logging.WARNING,
         log_to_driver=verbose,
         include_dashboard=False if address is None else None,
@@ -67,31 +69,38 @@ def cluster_shape() -> tuple[float, int, float]:
 
 
 def plan_training(scaling: Scaling, cpus: float, nodes: int, gpus: float) -> TrainPlan:
-    """How many Ray Train workers, and how big, for one training run."""
+    """How many Ray Train workers, and how big, for one training run. The reason says what was
+    chosen and, where the spec asked for more than fits, what was cut and why."""
     spare = max(1.0, cpus - 1.0)  # one CPU stays with Ray Data
     if scaling.use_gpu and gpus < 1:
         raise RuntimeError("scaling.use_gpu is true but the Ray cluster reports no GPU")
+    reasons: list[str] = []
     if scaling.num_workers == "auto":
         workers = 1 if nodes == 1 else nodes
-        per = scaling.cpus_per_worker if scaling.cpus_per_worker != "auto" else \
-            max(1.0, math.floor(spare / workers))
-        why = ("one multi-threaded worker: a single node gains nothing from data-parallel "
-               "workers" if workers == 1 else f"one worker per node across {nodes} nodes")
+        reasons.append("one multi-threaded worker: a single node gains nothing from data-parallel "
+                       "workers" if workers == 1 else f"one worker per node across {nodes} nodes")
     else:
         workers = scaling.num_workers
-        per = scaling.cpus_per_worker if scaling.cpus_per_worker != "auto" else \
-            max(1.0, math.floor(spare / workers))
-        why = "scaling from the spec"
+        reasons.append("scaling from the spec")
+    if scaling.cpus_per_worker == "auto":
+        per = max(1.0, math.floor(spare / workers))
+    else:
+        per = float(scaling.cpus_per_worker)
+        if per > spare:
+            reasons.append(f"cpus_per_worker {per:g} cut to {spare:g}: the cluster has {cpus:g} CPUs "
+                           "and one stays free for Ray Data")
+            per = spare
     if workers * per > spare:
         fitting = max(1, int(spare // per))
-        if fitting < workers:
-            why = (f"spec asks {workers} x {per:g} CPU but the cluster has {cpus:g} CPUs and one "
-                   f"stays free for Ray Data: {fitting} worker(s)")
-            workers = fitting
-        per = min(per, spare)
-    if scaling.use_gpu:
-        workers = min(workers, int(gpus))
-    return TrainPlan(num_workers=workers, cpus_per_worker=per, use_gpu=scaling.use_gpu, reason=why)
+        # The clamp replaces the opening reason (it no longer describes the plan); cuts stay.
+        reasons = reasons[1:] + [f"spec asks {workers} x {per:g} CPU but the cluster has {cpus:g} "
+                                 f"CPUs and one stays free for Ray Data: {fitting} worker(s)"]
+        workers = fitting
+    if scaling.use_gpu and workers > int(gpus):
+        reasons.append(f"{workers} worker(s) cut to {int(gpus)}: one GPU each and the cluster has {gpus:g}")
+        workers = int(gpus)
+    return TrainPlan(num_workers=workers, cpus_per_worker=per, use_gpu=scaling.use_gpu,
+                     reason="; ".join(reasons))
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -106,5 +115,6 @@ def quiet_libraries(verbose: bool = False) -> None:
     for module in ("mlflow", "ray", "great_expectations", "xgboost", "sklearn"):
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    warnings.filterwarnings("ignore", message=r".*(type hints to the `predict`|Inferred schema contains integer).*")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -12,7 +12,10 @@ def summarize(spec: Spec) -> Table:
                   title_justify="left")
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
-    add = table.add_row
+
+    def add(label: str, text: str) -> None:
+        table.add_row(label, spec.redact(text))
+
     if spec.description:
         add("description", spec.description)
     add("problem", f"{spec.problem_type} of {spec.target!r}"
@@ -38,8 +41,9 @@ def summarize(spec: Spec) -> Table:
         + (" stratified" if spec.split.stratify and spec.problem_type == "classification" else ""))
     add("models", ", ".join(spec.model_families))
     metric, direction = spec.primary_metric
-    add("selection", f"{'highest' if direction == 'max' else 'lowest'} validation {metric}, then "
-        + ", ".join(c for c in spec.selection_criteria if c not in (metric, "auto")) or "-")
+    then = [c for c in spec.selection_criteria if c not in (metric, "auto")]
+    add("selection", f"{'highest' if direction == 'max' else 'lowest'} validation {metric}"
+        + (f", then {', '.join(then)}" if then else ""))
     s = spec.scaling
     add("scaling", f"workers {s.num_workers}, CPUs/worker {s.cpus_per_worker}, GPU {'yes' if s.use_gpu else 'no'}")
     if spec.tuning:

@@ -156,9 +156,6 @@ def test_missing_column_is_an_error():
         ev("a + q", a=A)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Formula.parse accepts string constants outside == / != "
-                                       "(e.g. a + 'x'), which the language forbids; the error only comes "
-                                       "at evaluate() time, so `rayline check` passes a spec that fails at run")
 @pytest.mark.parametrize("text", ["a + 'x'", "'x'", "log('x')", "'a' if b else 'c'"])
 def test_string_outside_equality_rejected_at_parse(text):
     with pytest.raises(FormulaError):
@@ -236,9 +233,6 @@ def test_no_division_no_count():
     assert ev("a / 2", a=A)[1] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Formula.evaluate documents its count as 'number of rows where "
-                                       "a division by zero gave null' but counts division operations: "
-                                       "a / b + a % b with one zero row returns 2")
 def test_division_by_zero_count_is_rows_not_operations():
     out, zeros = ev("a / b + a % b", a=np.array([1.0, 2.0]), b=np.array([0.0, 1.0]))
     assert same(out, [np.nan, 2.0])

@@ -131,9 +131,6 @@ def test_values_0_1_on_nullable_int_column():
     assert reasons(frame, {"column": "c", "values": [0, 1]}) == ["", "", "", "c:values"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validation._categorical_as_text only maps values for "
-                                       "dtype == object, so a pandas 'string' dtype column of '0'/'1' "
-                                       "fails values: [0, 1] on every row")
 def test_values_0_1_match_pandas_string_dtype():
     frame = pd.DataFrame({"c": pd.array(["0", "1", "2"], dtype="string")})
     assert reasons(frame, {"column": "c", "values": [0, 1]}) == ["", "", "c:values"]
@@ -186,10 +183,6 @@ def test_one_row_many_reasons():
         {"t:range", "t:unique"}, {"t:range", "t:unique"}, set(), {"t:nullable"}]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: flag_batch checks res.exception_info.get('raised_exception') "
-                                       "but GE 1.x nests exception_info per metric; when GE's range metric "
-                                       "raises (string values in an object column) the failure is "
-                                       "swallowed and out-of-range rows pass")
 @pytest.mark.parametrize("data", [["5", "abc", "500", "7"], ["5", "50", "500", "7"], [5, "abc", 500, 7]])
 def test_range_on_object_column_still_flags_out_of_range(data):
     frame = pd.DataFrame({"t": data}, dtype=object)
