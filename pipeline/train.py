@@ -168,7 +168,11 @@ def _ingest_and_validate(spec: Spec, stages: Stages) -> pd.DataFrame:
     import mlflow
     mlflow.log_metrics({"data_rows": report.rows, "data_rows_passed": report.passed_rows,
                         "data_rows_quarantined": report.bad_rows})
-    return passed.to_pandas()
+    frame = passed.to_pandas()
+    if spec.id_column:
+        # A canonical order, whatever order the sources delivered: the split depends on it.
+        frame = frame.sort_values(spec.id_column, kind="stable", ignore_index=True)
+    return frame
 
 
 def _log_text(text: str, artifact: str) -> None:
@@ -383,7 +387,7 @@ def _print_leaderboard(stages: Stages, spec: Spec, board: list[dict]) -> None:
     metric, _ = spec.primary_metric
     shown = [m for m in spec.metric_names if m != "confusion_matrix"]
     table = Table(title="Leaderboard (validation)", title_justify="left")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for m in shown:
         table.add_column(m, justify="right")
     table.add_column("p50 ms", justify="right")

@@ -41,6 +41,8 @@ def _quiet_ray_data(verbose: bool) -> None:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
+    # Row order feeds the seeded split: the same data must reach it in the same order every run.
+    ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = verbose
     ctx.print_on_execution_start = verbose
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
