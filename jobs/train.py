@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print("spec error:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return 1
     except ValidationFailed as exc:
-        print("data validation failed:\n  " + "\n  ".join(exc.report.failure_lines()), file=sys.stderr)
+        print(f"{exc.headline}:\n  " + "\n  ".join(exc.report.failure_lines()), file=sys.stderr)
         return 1
     except RunRefused as exc:
         print(str(exc), file=sys.stderr)

@@ -32,7 +32,7 @@ def _load(spec_path: Path):
 
 
 def _fail(title: str, problems: list[str], code: int = 1):
-    err.print(f"[bold red]error:[/] {title}")
+    err.print(f"[bold red]error:[/] {title}", soft_wrap=True)
     for line in problems:
         err.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -61,6 +61,9 @@ def schema() -> None:
 
 @app.command()
 def run(spec_path: Path = SpecArg,
+        data_version: Optional[int] = typer.Option(
+            None, "--data-version", help="Re-run from this raw_data version (see `rayline data "
+                                         "versions`) instead of reading the sources."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's own logs.")) -> None:
     """Ingest, validate, build features, train, evaluate, track and register."""
     from pipeline._internal.progress import Stages
@@ -73,11 +76,13 @@ def run(spec_path: Path = SpecArg,
     quiet_libraries(verbose)
     stages = Stages(err)
     try:
-        result = run_pipeline(spec, stages=stages, verbose=verbose)
+        result = run_pipeline(spec, stages=stages, verbose=verbose, data_version=data_version)
     except SpecError as exc:
         _fail("the spec does not match the data", exc.problems)
+    except LookupError as exc:
+        _fail("no such data version", [str(exc)])
     except ValidationFailed as exc:
-        _fail("data validation failed; nothing was trained", exc.report.failure_lines())
+        _fail(f"{exc.headline}; nothing was trained", exc.report.failure_lines())
     except RunRefused as exc:
         _fail("the champion did not meet evaluation.thresholds; nothing was registered",
               str(exc).removeprefix("nothing registered: ").split("; "), code=3)
@@ -85,6 +90,103 @@ def run(spec_path: Path = SpecArg,
               f"({result.champion}) is @champion; MLflow run {result.run_id}")
     out.print(f"  tracking: {spec.tracking.uri}")
     out.print(f"  see it:   mlflow ui --backend-store-uri {spec.tracking.uri}")
+
+
+@app.command()
+def validate(spec_path: Path = SpecArg,
+             data_version: Optional[int] = typer.Option(None, "--data-version",
+                                                        help="Validate this raw_data version."),
+             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Ingest and validate only: the report, the quarantine, the data versions. Nothing is trained."""
+    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.spec import SpecError
+    from pipeline.validation import ValidationFailed
+    from pipeline.data import validate_only
+
+    spec = _load(spec_path)
+    quiet_libraries(verbose)
+    from pipeline._internal.progress import Stages
+
+    try:
+        report, run_id = validate_only(spec, Stages(err), verbose=verbose, data_version=data_version)
+    except SpecError as exc:
+        _fail("the spec does not match the data", exc.problems)
+    except ValidationFailed as exc:
+        out.print(_report_table(exc.report))
+        _fail(exc.headline, exc.report.failure_lines())
+    except LookupError as exc:
+        _fail("no such data version", [str(exc)])
+    out.print(_report_table(report))
+    out.print(f"[green]✓[/] {report.rows:,} rows: {report.passed_rows:,} passed, "
+              f"{report.bad_rows:,} quarantined; report in MLflow run {run_id}")
+
+
+def _report_table(report):
+    from rich.table import Table
+
+    table = Table(title="Validation", title_justify="left")
+    for name, justify in (("column", "left"), ("rule", "left"), ("detail", "left"),
+                          ("checked", "right"), ("failed", "right")):
+        table.add_column(name, justify=justify)
+    for r in report.results:
+        table.add_row(r.column, r.rule, r.detail, f"{r.checked:,}",
+                      f"[red]{r.failed:,}[/]" if r.failed else "0")
+    return table
+
+
+@app.command()
+def features(spec_path: Path = SpecArg,
+             model: str = typer.Option("champion", help="Registry alias or version number.")) -> None:
+    """Show the fitted feature pipeline that travels with a registered model."""
+    from rich.table import Table
+
+    from pipeline.registry import registered_features
+
+    spec = _load(spec_path)
+    try:
+        version, pipeline = registered_features(spec, model)
+    except LookupError as exc:
+        _fail("no registered model", [str(exc)])
+    table = Table(title=f"{spec.name} v{version}: features", title_justify="left")
+    for name in ("step", "method", "columns", "fitted"):
+        table.add_column(name, overflow="fold")
+    for row in pipeline.describe():
+        table.add_row(str(row.get("step")) + (" (auto)" if row.get("auto") else ""),
+                      str(row.get("method")), _text(row.get("columns")),
+                      str(row.get("params", "")))
+    out.print(table)
+    out.print(f"{len(pipeline.required_columns)} input columns -> {len(pipeline.output_columns)} features: "
+              + ", ".join(pipeline.output_columns), soft_wrap=True)
+
+
+def _text(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value or "")
+
+
+data_app = typer.Typer(help="Data versions (Delta Lake tables).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("versions")
+def data_versions(spec_path: Path = SpecArg) -> None:
+    """List every version of raw_data, processed_data, feature_store and quarantine."""
+    from rich.table import Table
+
+    from pipeline.versioning import all_versions as list_versions
+
+    spec = _load(spec_path)
+    rows = list_versions(spec)
+    if not rows:
+        _fail("no data versions yet", [f"nothing under {spec.data_versioning.storage}: run `rayline run` first"])
+    table = Table(title=f"{spec.name}: data versions", title_justify="left")
+    for name, justify in (("table", "left"), ("version", "right"), ("written (UTC)", "left"),
+                          ("rows", "right"), ("hash", "left"), ("run", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in rows:
+        table.add_row(row["table"], str(row["version"]), row["timestamp"][:19].replace("T", " "),
+                      f"{row['rows']:,}" if row["rows"] is not None else "-",
+                      (row["hash"] or "-")[:12], (row["run_id"] or "-")[:8])
+    out.print(table)
 
 
 @app.command()

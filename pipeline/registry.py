@@ -142,3 +142,16 @@ def download_model(model_name: str, ref: str, dest: str | Path | None = None) ->
     path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
                                                dst_path=str(dest) if dest else None)
     return version, Path(path), mv
+
+
+def registered_features(spec: Spec, ref: str = CHAMPION):
+    """(version, fitted FeaturePipeline) of a registered model, read from its artifact."""
+    import tempfile
+
+    from pipeline.features import FeaturePipeline
+    from pipeline.predictor import find_predictor_dir
+
+    configure(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        version, path, _ = download_model(spec.name, ref, tmp)
+        return version, FeaturePipeline.load(find_predictor_dir(path) / "features.json")

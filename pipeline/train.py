@@ -56,35 +56,6 @@ def feature_columns(spec: Spec, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in skip]
 
 
-def check_columns(spec: Spec, columns: list[str]) -> list[str]:
-    """Spec names that are not columns of the data, each with its spec line."""
-    have = set(columns)
-    derived = {d.name for t in spec.transformations for d in (t.derived or [])}
-    problems = []
-    if spec.target not in have:
-        problems.append(f"{spec.where('target')}: target column {spec.target!r} is not in the data")
-    if spec.id_column and spec.id_column not in have:
-        problems.append(f"{spec.where('id_column')}: id_column {spec.id_column!r} is not in the data")
-    for i, name in enumerate(spec.features.include or []):
-        if name not in have:
-            problems.append(f"{spec.where('features', 'include', i)}: column {name!r} is not in the data")
-    for i, t in enumerate(spec.transformations):
-        for j, col in enumerate(t.columns or []):
-            if col not in have and col not in derived:
-                problems.append(f"{spec.where('transformations', i, 'columns', j)}: "
-                                f"{t.name}: column {col!r} is not in the data")
-        for j, d in enumerate(t.derived or []):
-            from pipeline.formula import Formula
-            missing = sorted(Formula.parse(d.formula).names - have - derived)
-            if missing:
-                problems.append(f"{spec.where('transformations', i, 'derived', j, 'formula')}: "
-                                f"{d.name}: formula reads {', '.join(missing)}, not in the data")
-    for i, col in enumerate(spec.evaluation.slices):
-        if col not in have:
-            problems.append(f"{spec.where('evaluation', 'slices', i)}: slice column {col!r} is not in the data")
-    return problems
-
-
 def split_frame(df: pd.DataFrame, spec: Spec, note=None) -> Split:
     """Seeded train/validation/test split, stratified on the target for classification."""
     from sklearn.model_selection import train_test_split
@@ -104,11 +75,15 @@ def split_frame(df: pd.DataFrame, spec: Spec, note=None) -> Split:
     return Split(train, val, test)
 
 
-def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False) -> RunResult:
+def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False,
+                 data_version: Optional[int] = None) -> RunResult:
+    """The whole line. `data_version` re-runs from raw_data at that Delta version instead of
+    reading the sources."""
     import mlflow
 
     from pipeline import registry
     from pipeline._internal import runtime
+    from pipeline.data import prepare
 
     stages = stages or Stages()
     with stages.stage("Ray") as note:
@@ -123,8 +98,8 @@ def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-run") as run:
         registry.log_spec(spec)
         mlflow.set_tag("rayline.training_plan", f"{plan.num_workers}x{plan.cpus_per_worker:g} CPU: {plan.reason}")
-        df = _ingest_and_validate(spec, stages)
-        result = _train_and_register(spec, df, plan, stages, run.info.run_id, experiment_id)
+        prepared = prepare(spec, stages, run_id=run.info.run_id, data_version=data_version)
+        result = _train_and_register(spec, prepared.frame, plan, stages, run.info.run_id, experiment_id)
     return result
 
 
@@ -136,57 +111,6 @@ def _refuse_unavailable_families(spec: Spec) -> None:
         from pipeline.spec import SpecError
         raise SpecError([f"{spec.where('advanced_models')}: model family {m} is not available in "
                          f"this version of rayline (available: {', '.join(AVAILABLE)})" for m in missing])
-
-
-def _ingest_and_validate(spec: Spec, stages: Stages) -> pd.DataFrame:
-    from pipeline import registry
-    from pipeline.sources import read_sources
-    from pipeline.validation import ValidationFailed, validate_dataset
-
-    with stages.stage("Ingest") as note:
-        ds = read_sources(spec).materialize()
-        rows = ds.count()
-        columns = list(ds.schema().names)
-        note(f"{rows:,} rows x {len(columns)} columns from {len(spec.sources)} source(s)")
-    problems = check_columns(spec, columns)
-    if problems:
-        from pipeline.spec import SpecError
-        raise SpecError(problems)
-    with stages.stage("Validate") as note:
-        try:
-            passed, bad, report = validate_dataset(ds, spec)
-        except ValidationFailed as exc:
-            registry.log_dict(exc.report.to_dict(), "validation/report.json")
-            _log_text(exc.report.to_markdown(), "validation/report.md")
-            raise
-        registry.log_dict(report.to_dict(), "validation/report.json")
-        _log_text(report.to_markdown(), "validation/report.md")
-        if len(bad):
-            _log_quarantine(bad, spec)
-        note(f"{report.passed_rows:,} rows passed, {report.bad_rows:,} quarantined, "
-             f"{len(report.results)} rules")
-    import mlflow
-    mlflow.log_metrics({"data_rows": report.rows, "data_rows_passed": report.passed_rows,
-                        "data_rows_quarantined": report.bad_rows})
-    frame = passed.to_pandas()
-    if spec.id_column:
-        # A canonical order, whatever order the sources delivered: the split depends on it.
-        frame = frame.sort_values(spec.id_column, kind="stable", ignore_index=True)
-    return frame
-
-
-def _log_text(text: str, artifact: str) -> None:
-    import mlflow
-    mlflow.log_text(text, artifact)
-
-
-def _log_quarantine(bad: pd.DataFrame, spec: Spec) -> None:
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "quarantine.parquet"
-        bad.rename(columns={"_rayline_reasons": "reasons"}).to_parquet(path)
-        mlflow.log_artifact(str(path), "validation")
 
 
 def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_id: str,
@@ -215,6 +139,7 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
         note(f"{len(pipeline.required_columns)} input columns -> {len(pipeline.output_columns)} "
              "features, fitted on the training split")
     registry.log_dict(pipeline.describe(), "features/pipeline.json")
+    _version_features(spec, split, X, pipeline.output_columns, run_id, stages)
 
     classes, y = _labels(spec, df, split)
     data = TrainData(X_train=X["train"], y_train=y["train"], X_val=X["val"], y_val=y["val"],
@@ -280,6 +205,27 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
     if failures:
         raise RunRefused("nothing registered: " + "; ".join(failures))
     return result
+
+
+def _version_features(spec: Spec, split: Split, X: dict[str, np.ndarray], columns: list[str],
+                      run_id: str, stages: Stages) -> None:
+    """The feature_store table: every row's features with its id, target and split."""
+    from pipeline import versioning
+
+    if not versioning.tracked(spec, "feature_store"):
+        return
+    with stages.stage("Version feature_store") as note:
+        parts = []
+        for name, frame in (("train", split.train), ("validation", split.val), ("test", split.test)):
+            part = pd.DataFrame(X["val" if name == "validation" else name], columns=columns)
+            keys = [c for c in (spec.id_column, spec.target) if c]
+            part.insert(0, "_split", name)
+            for offset, key in enumerate(keys):
+                part.insert(offset, key, frame[key].to_numpy())
+            parts.append(part)
+        table = versioning.write_frame(spec, "feature_store", pd.concat(parts, ignore_index=True), run_id)
+        versioning.log_versions([table])
+        note(f"version {table.version}, {table.rows:,} rows, hash {table.content_hash[:12]}")
 
 
 def _log_unregistered(predictor_dir: Path, example: pd.DataFrame) -> None:

@@ -27,9 +27,15 @@ SAMPLE_SIZE = 20
 
 
 class ValidationFailed(RuntimeError):
-    def __init__(self, report: "ValidationReport", message: str):
+    def __init__(self, report: "ValidationReport", message: str, bad_rows: pd.DataFrame | None = None):
         self.report = report
+        self.bad_rows = bad_rows if bad_rows is not None else pd.DataFrame(columns=[REASONS])
         super().__init__(message)
+
+    @property
+    def headline(self) -> str:
+        """The first line of the message: what failed, without the per-rule lines."""
+        return str(self).splitlines()[0].rstrip(":")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,23 @@ class ValidationReport:
         return {"rows": self.rows, "passed_rows": self.passed_rows, "bad_rows": self.bad_rows,
                 "success": self.success, "table_failures": self.table_failures,
                 "results": [asdict(r) | {"success": r.success} for r in self.results]}
+
+    def to_html(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr class='{'ok' if r.success else 'bad'}'><td>{escape(r.column)}</td><td>{escape(r.rule)}</td>"
+            f"<td>{escape(r.detail)}</td><td>{r.checked}</td><td>{r.failed}</td>"
+            f"<td>{escape(', '.join(_show_sample(x) for x in r.samples[:5]))}</td></tr>"
+            for r in self.results)
+        table = "".join(f"<li>{escape(t)}</li>" for t in self.table_failures)
+        return ("<!doctype html><meta charset='utf-8'><title>Validation report</title>"
+                "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
+                ".bad td{background:#fde8e8}</style>"
+                f"<h1>Validation report</h1><p>{self.rows} rows: {self.passed_rows} passed, "
+                f"{self.bad_rows} failed.</p>" + (f"<ul>{table}</ul>" if table else "")
+                + "<table><tr><th>column</th><th>rule</th><th>detail</th><th>checked</th>"
+                  f"<th>failed</th><th>examples</th></tr>{rows}</table>")
 
     def to_markdown(self) -> str:
         out = [f"# Validation report", "",
@@ -176,23 +199,30 @@ def _ge_expectation(gxe, rule: Rule):
         return gxe.ExpectColumnValuesToNotBeNull(column=c)
     if rule.rule == "values":
         return gxe.ExpectColumnValuesToBeInSet(column=c, value_set=rule.params["values"])
-    if rule.rule == "unique":
-        return gxe.ExpectColumnValuesToBeUnique(column=c)
     if rule.rule == "regex":
         return gxe.ExpectColumnValuesToMatchRegex(column=c, regex=rule.params["regex"])
     return None  # type: checked row by row below
 
 
-def flag_batch(batch: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
-    """The batch with a REASONS column: ';'-joined rule keys each row broke ('' = passed)."""
+def flag_batch(batch: pd.DataFrame, rules: list[Rule],
+               duplicates: dict[str, list] | None = None) -> pd.DataFrame:
+    """The batch with a REASONS column: ';'-joined rule keys each row broke ('' = passed).
+
+    `duplicates` holds, per `unique` column, the values seen more than once in the whole
+    dataset (found beforehand with a Ray Data groupby: uniqueness is not a per-batch property,
+    so GE's per-batch unique expectation would miss duplicates across blocks)."""
     frame = batch.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(frame))]
+    for column, values in (duplicates or {}).items():
+        if values and len(frame):
+            for i in np.flatnonzero(frame[column].isin(values).to_numpy()):
+                reasons[i].append(f"{column}:unique")
     if len(frame):
         for rule in rules:
             if rule.rule == "type":
                 for i in np.flatnonzero(~_type_ok(frame[rule.column], rule.params["type"])):
                     reasons[i].append(rule.key)
-        if any(r.rule != "type" for r in rules):
+        if any(r.rule not in ("type", "unique") for r in rules):
             checked, unreadable = _prepared_for_ge(frame, rules)
             for key, rows in unreadable.items():
                 for i in rows:
@@ -313,6 +343,15 @@ def table_checks(expectations: Expectations, row_count: int, columns: list[str],
     return failures
 
 
+def duplicate_values(ds, column: str) -> list:
+    """Values of `column` that occur more than once in the whole dataset (nulls aside)."""
+    from ray.data.expressions import col
+
+    counts = ds.select_columns([column]).groupby(column).count()
+    dupes = counts.filter(expr=col("count()") > 1).to_pandas()
+    return [v for v in dupes[column].tolist() if not _is_null(v)]
+
+
 def validate_dataset(ds, spec):
     """(passed rows as a Ray Dataset, bad rows with reasons as pandas, report).
 
@@ -325,8 +364,9 @@ def validate_dataset(ds, spec):
     columns = list(ds.schema().names)
     rules = [r for r in rules_for(expectations) if r.column in columns]
     if rules:
-        flagged = ds.map_batches(flag_batch, fn_kwargs={"rules": rules}, batch_format="pandas",
-                                 batch_size=None).materialize()
+        duplicates = {r.column: duplicate_values(ds, r.column) for r in rules if r.rule == "unique"}
+        flagged = ds.map_batches(flag_batch, fn_kwargs={"rules": rules, "duplicates": duplicates},
+                                 batch_format="pandas", batch_size=None).materialize()
         bad = flagged.filter(expr=col(REASONS) != lit("")).to_pandas()
         total = flagged.count()
     else:
@@ -334,15 +374,15 @@ def validate_dataset(ds, spec):
     failures = table_checks(expectations, total, columns, spec.where)
     report = report_from_bad_rows(rules, total, bad, spec.id_column, failures)
     if failures:
-        raise ValidationFailed(report, "data validation failed:\n  " + "\n  ".join(report.failure_lines()))
+        raise ValidationFailed(report, "data validation failed:\n  " + "\n  ".join(report.failure_lines()), bad)
     if report.bad_rows and expectations.on_failure == "fail":
         raise ValidationFailed(report, "data validation failed (on_failure: fail):\n  "
-                               + "\n  ".join(report.failure_lines()))
+                               + "\n  ".join(report.failure_lines()), bad)
     if report.bad_rows and report.bad_fraction > expectations.max_bad_fraction:
         raise ValidationFailed(
             report, f"data validation failed: {report.bad_rows} of {report.rows} rows "
                     f"({report.bad_fraction:.2%}) are bad, above max_bad_fraction "
-                    f"{expectations.max_bad_fraction:.2%}:\n  " + "\n  ".join(report.failure_lines()))
+                    f"{expectations.max_bad_fraction:.2%}:\n  " + "\n  ".join(report.failure_lines()), bad)
     if flagged is None:
         return ds, bad, report
     passed = flagged.filter(expr=col(REASONS) == lit("")).drop_columns([REASONS])

@@ -45,7 +45,7 @@ def _quiet_ray_data(verbose: bool) -> None:
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = verbose
     ctx.print_on_execution_start = verbose
-    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("ray.train").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
@@ -113,6 +113,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     for module in ("mlflow", "ray", "great_expectations", "xgboost", "sklearn"):
         warnings.filterwarnings("ignore", category=UserWarning, module=module)

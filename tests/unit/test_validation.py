@@ -17,8 +17,18 @@ def E(*columns: dict, **kw) -> Expectations:
     return Expectations(columns=list(columns), **kw)
 
 
+def whole_dataset_duplicates(frame: pd.DataFrame, rules) -> dict[str, list]:
+    """What validate_dataset's groupby pass hands flag_batch: values seen twice or more."""
+    return {r.column: [v for v, n in frame[r.column].value_counts().items() if n > 1]
+            for r in rules if r.rule == "unique"}
+
+
+def flag(frame: pd.DataFrame, rules) -> pd.DataFrame:
+    return flag_batch(frame, rules, duplicates=whole_dataset_duplicates(frame, rules))
+
+
 def reasons(frame: pd.DataFrame, *columns: dict) -> list[str]:
-    return flag_batch(frame, rules_for(E(*columns)))[REASONS].tolist()
+    return flag(frame, rules_for(E(*columns)))[REASONS].tolist()
 
 
 def bad_rows(flagged: pd.DataFrame) -> pd.DataFrame:
@@ -141,10 +151,15 @@ def test_regex():
     assert reasons(frame, {"column": "id", "regex": r"^C\d{3}$"}) == ["", "id:regex", "id:regex", "id:regex", ""]
 
 
-def test_unique_flags_every_duplicate():
+def test_unique_flags_every_duplicate_found_across_the_dataset():
+    # Duplicates are found over the whole dataset first (a Ray Data groupby in validate_dataset);
+    # flag_batch marks every row holding one of them, in whichever batch it sits.
     frame = pd.DataFrame({"id": ["a", "b", "b", "c", "a", "d"]})
-    assert reasons(frame, {"column": "id", "unique": True}) == [
-        "id:unique", "id:unique", "id:unique", "", "id:unique", ""]
+    rules = rules_for(Expectations(columns=[{"column": "id", "unique": True}]))
+    out = flag_batch(frame, rules, duplicates={"id": ["a", "b"]})
+    assert out[REASONS].tolist() == ["id:unique", "id:unique", "id:unique", "", "id:unique", ""]
+    out = flag_batch(frame.iloc[3:], rules, duplicates={"id": ["a", "b"]})
+    assert out[REASONS].tolist() == ["", "id:unique", ""]
 
 
 def test_type_numeric_on_object_column():
@@ -244,7 +259,7 @@ def test_report_to_dict_and_markdown(churn_report):
 def test_report_row_with_two_reasons_counts_once():
     frame = pd.DataFrame({"id": [1, 2, 3], "t": [500.0, 500.0, 5.0]})
     rules = rules_for(E({"column": "t", "range": [0, 100], "unique": True}))
-    report = report_from_bad_rows(rules, 3, bad_rows(flag_batch(frame, rules)), "id", [])
+    report = report_from_bad_rows(rules, 3, bad_rows(flag(frame, rules)), "id", [])
     assert report.bad_rows == 2 and report.passed_rows == 1
     assert {x.rule: x.failed for x in report.results} == {"range": 2, "unique": 2}
     assert [s["id"] for s in report.results[0].samples] == [1, 2]
