@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline._internal.progress import Stages
     from pipeline.spec import SpecError, load_spec
+    from pipeline.sources import SourceError
     from pipeline.train import RunRefused, run_pipeline
     from pipeline.validation import ValidationFailed
 
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValidationFailed as exc:
         print(f"{exc.headline}:\n  " + "\n  ".join(exc.report.failure_lines()), file=sys.stderr)
+        return 1
+    except SourceError as exc:
+        print(f"a source could not be read:\n  {exc}", file=sys.stderr)
         return 1
     except RunRefused as exc:
         print(str(exc), file=sys.stderr)

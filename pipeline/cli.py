@@ -68,6 +68,7 @@ def run(spec_path: Path = SpecArg,
     """Ingest, validate, build features, train, evaluate, track and register."""
     from pipeline._internal.progress import Stages
     from pipeline.spec import SpecError
+    from pipeline.sources import SourceError
     from pipeline.train import RunRefused, run_pipeline
     from pipeline._internal.runtime import quiet_libraries
     from pipeline.validation import ValidationFailed
@@ -79,6 +80,8 @@ def run(spec_path: Path = SpecArg,
         result = run_pipeline(spec, stages=stages, verbose=verbose, data_version=data_version)
     except SpecError as exc:
         _fail("the spec does not match the data", exc.problems)
+    except SourceError as exc:
+        _fail("a source could not be read; nothing was trained", [str(exc)])
     except LookupError as exc:
         _fail("no such data version", [str(exc)])
     except ValidationFailed as exc:
@@ -102,6 +105,7 @@ def validate(spec_path: Path = SpecArg,
     from pipeline.spec import SpecError
     from pipeline.validation import ValidationFailed
     from pipeline.data import validate_only
+    from pipeline.sources import SourceError
 
     spec = _load(spec_path)
     quiet_libraries(verbose)
@@ -111,6 +115,8 @@ def validate(spec_path: Path = SpecArg,
         report, run_id = validate_only(spec, Stages(err), verbose=verbose, data_version=data_version)
     except SpecError as exc:
         _fail("the spec does not match the data", exc.problems)
+    except SourceError as exc:
+        _fail("a source could not be read", [str(exc)])
     except ValidationFailed as exc:
         out.print(_report_table(exc.report))
         _fail(exc.headline, exc.report.failure_lines())

@@ -163,15 +163,49 @@ class ApiSource(_SourceBase):
         return value
 
 
+class StorageOptions(Model):
+    """How to reach s3:// or gs:// files; without it, pyarrow's default credential chain applies."""
+    endpoint_url: Optional[str] = None         # e.g. http://127.0.0.1:9000 (MinIO, moto, fake GCS)
+    region: Optional[str] = None               # s3
+    access_key_id: Optional[SecretStr] = None  # s3
+    secret_access_key: Optional[SecretStr] = None  # s3
+    session_token: Optional[SecretStr] = None  # s3
+    project_id: Optional[str] = None           # gs
+    anonymous: bool = False
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> "StorageOptions":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+        return self
+
+
 class FilesSource(_SourceBase):
     type: Literal["files"]
     path: str
     format: Optional[Literal["parquet", "csv", "json"]] = None
+    storage_options: Optional[StorageOptions] = None
 
     @model_validator(mode="after")
     def _known_format(self) -> "FilesSource":
         if self.format is None and self.inferred_format() is None:
             raise ValueError(f"cannot tell the format of {self.path!r}; add format: parquet|csv|json")
+        return self
+
+    @model_validator(mode="after")
+    def _storage_fits_path(self) -> "FilesSource":
+        options = self.storage_options
+        if options is None:
+            return self
+        scheme = self.path.split("://", 1)[0].lower() if "://" in self.path else ""
+        if scheme not in ("s3", "s3a", "gs", "gcs"):
+            raise ValueError("storage_options apply to s3:// and gs:// paths only")
+        s3_only = [k for k in ("region", "access_key_id", "secret_access_key", "session_token")
+                   if getattr(options, k) is not None]
+        if scheme in ("gs", "gcs") and s3_only:
+            raise ValueError(f"storage_options {', '.join(s3_only)} apply to s3:// paths only")
+        if scheme in ("s3", "s3a") and options.project_id is not None:
+            raise ValueError("storage_options project_id applies to gs:// paths only")
         return self
 
     def inferred_format(self) -> Optional[str]:
