@@ -16,8 +16,17 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="rayline: one YAML spec from raw data to a served model on Ray.")
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+@app.callback()
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own "
+                                        "logs and warnings (Ray, MLflow, Great Expectations).")) -> None:
+    from pipeline._internal.runtime import quiet_libraries
+
+    quiet_libraries(verbose)
 
 SpecArg = typer.Argument(..., exists=False, help="Path to the pipeline spec (YAML).")
 
@@ -167,6 +176,22 @@ def features(spec_path: Path = SpecArg,
 
 def _text(value) -> str:
     return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value or "")
+
+
+@app.command()
+def leaderboard(spec_path: Path = SpecArg,
+                run_id: Optional[str] = typer.Option(None, "--run", help="A run id (default: the latest run "
+                                                                        "that trained models).")) -> None:
+    """Print the leaderboard of the latest training run (validation metrics, latency)."""
+    from pipeline.evaluation import leaderboard_table
+    from pipeline.registry import latest_leaderboard
+
+    spec = _load(spec_path)
+    try:
+        found_run, board = latest_leaderboard(spec, run_id)
+    except LookupError as exc:
+        _fail("no leaderboard", [str(exc)])
+    out.print(leaderboard_table(spec, board, title=f"Leaderboard (validation), run {found_run}"))
 
 
 data_app = typer.Typer(help="Data versions (Delta Lake tables).", no_args_is_help=True)

@@ -155,3 +155,24 @@ def registered_features(spec: Spec, ref: str = CHAMPION):
     with tempfile.TemporaryDirectory() as tmp:
         version, path, _ = download_model(spec.name, ref, tmp)
         return version, FeaturePipeline.load(find_predictor_dir(path) / "features.json")
+
+
+def latest_leaderboard(spec: Spec, run_id: Optional[str] = None) -> tuple[str, list[dict]]:
+    """(run id, leaderboard rows) of `run_id` or of the experiment's latest run that has one."""
+    import mlflow
+
+    configure(spec)
+    client = mlflow.MlflowClient()
+    if run_id is None:
+        experiment = client.get_experiment_by_name(spec.experiment_name)
+        runs = client.search_runs([experiment.experiment_id], "tags.`rayline.champion_family` != ''",
+                                  order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+        if not runs:
+            raise LookupError(f"no training run in experiment {spec.experiment_name!r} at "
+                              f"{mlflow.get_tracking_uri()}: run `rayline run` first")
+        run_id = runs[0].info.run_id
+    try:
+        path = client.download_artifacts(run_id, "leaderboard.json")
+    except Exception as exc:  # MLflow raises several kinds for a missing artifact or run
+        raise LookupError(f"run {run_id} has no leaderboard.json ({exc})") from None
+    return run_id, json.loads(Path(path).read_text())

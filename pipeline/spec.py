@@ -756,7 +756,7 @@ class Spec(Model):
         """(metric, 'max'|'min') that ranks models: the first metric in selection_criteria."""
         for criterion in self.selection_criteria:
             name = _metric_name(criterion)
-            if name in ("auto", "inference_latency", "interpretability"):
+            if name in ("auto", "inference_latency", "interpretability") or LATENCY_BUDGET_RE.match(criterion):
                 continue
             return name, ("min" if name in ("mse", "rmse", "mae", "mape", "log_loss") else "max")
         return ("f1_score", "max") if self.problem_type == "classification" else ("rmse", "min")
@@ -791,6 +791,11 @@ class Spec(Model):
         return _mask(text, self._origin) if self._origin else text
 
 
+# A latency budget among selection_criteria: `inference_latency < 20ms` (p99 per record),
+# `latency_p50 <= 5ms`, `latency_p99 < 20ms`.
+LATENCY_BUDGET_RE = re.compile(r"^\s*(inference_latency|latency_p50|latency_p99)\s*(<=|<)\s*(\S+)\s*$")
+
+
 def cross_checks(spec: Spec) -> list[tuple[tuple, str]]:
     """Rules that span sections, each as (YAML path, message), checked after the models parse."""
     problems: list[tuple[tuple, str]] = []
@@ -819,9 +824,16 @@ def cross_checks(spec: Spec) -> list[tuple[tuple, str]]:
                              f"{metric} is not a metric of this {spec.problem_type} spec "
                              f"(known: {', '.join(sorted(known_metrics))})"))
     for i, criterion in enumerate(spec.selection_criteria):
-        if _metric_name(criterion) not in known_metrics | {"auto", "inference_latency", "interpretability"}:
+        budget = LATENCY_BUDGET_RE.match(criterion)
+        if budget:
+            try:
+                units.parse_duration(budget.group(3))
+            except ValueError as exc:
+                problems.append((("selection_criteria", i), str(exc)))
+        elif _metric_name(criterion) not in known_metrics | {"auto", "inference_latency", "interpretability"}:
             problems.append((("selection_criteria", i), f"unknown criterion {criterion!r}; use a metric "
-                             "of the spec, inference_latency or interpretability"))
+                             "of the spec, inference_latency (optionally with a budget: "
+                             "`inference_latency < 20ms`) or interpretability"))
     formula_names = CONFUSION_NAMES if spec.problem_type == "classification" else REGRESSION_FORMULA_NAMES
     for i, metric in enumerate(spec.evaluation.custom):
         if metric.formula is not None:

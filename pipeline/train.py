@@ -28,16 +28,6 @@ class Split:
 
 
 @dataclass
-class Candidate:
-    family: str
-    model: Any
-    val: dict[str, float]
-    test: dict[str, float]
-    latency: dict[str, float]
-    train_seconds: float
-
-
-@dataclass
 class RunResult:
     run_id: str
     experiment_id: str
@@ -117,7 +107,7 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
                         experiment_id: str) -> RunResult:
     import mlflow
 
-    from pipeline import registry
+    from pipeline import evaluation, registry
     from pipeline.features import FeaturePipeline
     from pipeline.metrics import threshold_failures
     from pipeline.models import TrainData, train_families
@@ -161,11 +151,17 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
         candidates = [_evaluate(spec, family, model, pipeline, schema, meta_base, split, X, classes,
                                 timings.get(family, 0.0))
                       for family, model in models.items()]
-        champion = _select(spec, candidates)
-        board = _leaderboard(spec, candidates, champion)
+        board = None
+        try:
+            champion = evaluation.select(spec, candidates)
+        except evaluation.NoEligibleModel as exc:
+            registry.log_dict(evaluation.leaderboard(spec, candidates, None), "leaderboard.json")
+            raise RunRefused(f"nothing registered: {exc}") from None
+        board = evaluation.leaderboard(spec, candidates, champion)
         metric, _ = spec.primary_metric
         note(f"champion {champion.family}: validation {metric} {champion.val.get(metric, float('nan')):.4f}")
-    _print_leaderboard(stages, spec, board)
+    stages.console.print(evaluation.leaderboard_table(spec, board))
+    _log_diagnostics(spec, champion, split, X, classes)
     for c in candidates:
         with mlflow.start_run(run_name=c.family, nested=True):
             mlflow.log_params({f"{c.family}.{k}": v for k, v in c.model.params.items()})
@@ -253,98 +249,32 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _evaluate(spec, family, model, pipeline, schema, meta, split, X, classes, seconds) -> Candidate:
-    from pipeline.metrics import compute_metrics
+def _evaluate(spec, family, model, pipeline, schema, meta, split, X, classes, seconds):
+    from pipeline import evaluation
     from pipeline.predictor import Predictor
 
-    def metrics_for(part: str, frame: pd.DataFrame) -> dict[str, float]:
-        if len(frame) == 0:
-            return {}
-        scores = model.predict_scores(X[part])
-        truth = frame[spec.target].to_numpy()
-        if spec.problem_type == "regression":
-            return compute_metrics("regression", truth, scores, names=spec.metric_names,
-                                   custom=spec.evaluation.custom)
-        pred = np.asarray(classes)[scores.argmax(axis=1)]
-        return compute_metrics("classification", truth, pred, proba=scores, classes=classes,
-                               names=spec.metric_names, custom=spec.evaluation.custom)
+    def truth(frame: pd.DataFrame) -> np.ndarray:
+        return frame[spec.target].to_numpy()
 
     predictor = Predictor(pipeline, model, schema, {**meta, "family": family})
-    latency = measure_latency(predictor, split.test if len(split.test) else split.val)
-    return Candidate(family, model, metrics_for("val", split.val), metrics_for("test", split.test),
-                     latency, seconds)
+    latency = evaluation.measure_latency(predictor, split.test if len(split.test) else split.val)
+    return evaluation.Candidate(
+        family, model,
+        val=evaluation.split_metrics(spec, model, X["val"], truth(split.val), classes),
+        test=evaluation.split_metrics(spec, model, X["test"], truth(split.test), classes),
+        latency=latency, train_seconds=seconds)
 
 
-def measure_latency(predictor, frame: pd.DataFrame, singles: int = 200,
-                    budget_s: float = 1.5) -> dict[str, float]:
-    """Per-record and per-1,000-record inference time, fitted features included (milliseconds).
-    At most `singles` single-record calls, stopping early once `budget_s` is spent."""
-    records = frame[predictor.features.required_columns].to_dict(orient="records")
-    if not records:
-        return {}
-    one: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    for record in (records * (singles // len(records) + 1))[:singles]:
-        start = time.perf_counter()
-        predictor.predict_records([record])
-        one.append((time.perf_counter() - start) * 1000)
-        if start > deadline and len(one) >= 20:
-            break
-    batch = (records * (1000 // len(records) + 1))[:1000]
-    many = []
-    for _ in range(5):
-        start = time.perf_counter()
-        predictor.predict_records(batch)
-        many.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": float(np.percentile(one, 50)), "p99_ms": float(np.percentile(one, 99)),
-            "batch1000_p50_ms": float(np.percentile(many, 50))}
+def _log_diagnostics(spec: Spec, champion, split: Split, X: dict[str, np.ndarray], classes) -> None:
+    """The champion's plots, curves and per-slice metrics on the test split (validation when
+    there is no test split), as MLflow artifacts under evaluation/."""
+    import mlflow
 
+    from pipeline import evaluation
 
-def _select(spec: Spec, candidates: list[Candidate]) -> Candidate:
-    """Best primary metric on validation; near-ties (within 1e-9) go to the more interpretable."""
-    from pipeline.metrics import better
-
-    metric, _ = spec.primary_metric
-    best = candidates[0]
-    for c in candidates[1:]:
-        a, b = c.val.get(metric, float("nan")), best.val.get(metric, float("nan"))
-        if better(metric, a, b) and abs(a - b) > 1e-9:
-            best = c
-        elif abs(a - b) <= 1e-9 and c.model.interpretability > best.model.interpretability:
-            best = c
-    return best
-
-
-def _leaderboard(spec: Spec, candidates: list[Candidate], champion: Candidate) -> list[dict]:
-    metric, _ = spec.primary_metric
-    rows = []
-    for c in candidates:
-        rows.append({"model": c.family, "champion": c is champion,
-                     f"val_{metric}": c.val.get(metric), f"test_{metric}": c.test.get(metric),
-                     **{f"val_{k}": v for k, v in c.val.items() if not k.startswith("confusion")},
-                     "latency_p50_ms": c.latency.get("p50_ms"), "latency_p99_ms": c.latency.get("p99_ms"),
-                     "interpretability": c.model.interpretability, "train_seconds": round(c.train_seconds, 2)})
-    return rows
-
-
-def _print_leaderboard(stages: Stages, spec: Spec, board: list[dict]) -> None:
-    from rich.table import Table
-
-    metric, _ = spec.primary_metric
-    shown = [m for m in spec.metric_names if m != "confusion_matrix"]
-    table = Table(title="Leaderboard (validation)", title_justify="left")
-    table.add_column("model", no_wrap=True)
-    for m in shown:
-        table.add_column(m, justify="right")
-    table.add_column("p50 ms", justify="right")
-    table.add_column("p99 ms", justify="right")
-    for row in board:
-        cells = [f"{'★ ' if row['champion'] else ''}{row['model']}"]
-        cells += [_fmt(row.get(f"val_{m}")) for m in shown]
-        cells += [_fmt(row["latency_p50_ms"], 2), _fmt(row["latency_p99_ms"], 2)]
-        table.add_row(*cells)
-    stages.console.print(table)
-
-
-def _fmt(value, digits: int = 4) -> str:
-    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+    part, frame = ("test", split.test) if len(split.test) else ("val", split.val)
+    pred, proba = evaluation.predictions(spec, champion.model, X[part], classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluation.diagnostics(spec, frame, frame[spec.target].to_numpy(), pred, proba, classes,
+                               Path(tmp))
+        mlflow.log_artifacts(tmp, "evaluation")

@@ -30,7 +30,8 @@ def _versions(workspace) -> list[str]:
 
 
 def test_run_reports_every_stage_and_the_champion(trained):
-    for stage in ("Ray", "Ingest", "Validate", "Split", "Features", "Train", "Evaluate", "Register"):
+    for stage in ("Ray", "Ingest", "Version raw_data", "Validate", "Version processed_data", "Split",
+                  "Features", "Version feature_store", "Train", "Evaluate", "Register"):
         assert f"✓ {stage}" in trained.stderr, trained.stderr
     assert "5,000 rows" in trained.stderr
     assert "train 3,500 / validation 750 / test 750" in trained.stderr
@@ -63,6 +64,14 @@ def test_mlflow_run_holds_params_metrics_spec_and_model(workspace, trained):
     board = json.load(open(client.download_artifacts(run.info.run_id, "leaderboard.json")))
     assert {row["model"] for row in board} == {"logistic_regression", "random_forest", "xgboost"}
     assert sum(row["champion"] for row in board) == 1
+
+    diagnostics = {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"confusion_matrix.png", "confusion_matrix.json", "roc_curve.png", "roc_curve.json",
+            "pr_curve.png", "pr_curve.json", "slices.json"} <= diagnostics
+    slices = json.load(open(client.download_artifacts(run.info.run_id, "evaluation/slices.json")))
+    assert set(slices["contract"]) == {"month-to-month", "one_year", "two_year"}
+    assert sum(v["n"] for v in slices["contract"].values()) == 750  # the test split
+    assert all("auc_roc" in v for v in slices["senior_citizen"].values())
 
     children = client.search_runs([run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
