@@ -1,4 +1,6 @@
-"""Model families. `train_families` trains what the spec lists, each through Ray."""
+"""Model families. `train_families` trains what the spec lists, each through Ray: the
+scikit-learn families side by side as Ray tasks, then xgboost, then the torch families, one
+Ray Train run at a time."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from typing import Any
 from pipeline.models.base import INTERPRETABILITY, TrainData, TrainedModel, load_model
 
 SKLEARN_FAMILIES = ("logistic_regression", "linear_regression", "random_forest")
-AVAILABLE = (*SKLEARN_FAMILIES, "xgboost")
+TORCH_FAMILIES = ("neural_network", "transformer")
+AVAILABLE = (*SKLEARN_FAMILIES, "xgboost", *TORCH_FAMILIES)
 
 __all__ = ["AVAILABLE", "INTERPRETABILITY", "TrainData", "TrainedModel", "family_class",
            "load_model", "train_families", "unavailable"]
@@ -20,6 +23,9 @@ def family_class(family: str) -> type[TrainedModel]:
     if family == "xgboost":
         from pipeline.models.xgboost_model import XGBoostModel
         return XGBoostModel
+    if family in TORCH_FAMILIES:
+        from pipeline.models.torch_models import TorchModel
+        return TorchModel
     raise ValueError(f"unknown model family {family}")
 
 
@@ -47,4 +53,10 @@ def train_families(families: list[str], data: TrainData,
         start = time.perf_counter()
         trained["xgboost"] = train_xgboost(data, model_params.get("xgboost", {}))
         on_done and on_done("xgboost", time.perf_counter() - start)
+    for family in (f for f in TORCH_FAMILIES if f in families):   # one TorchTrainer run at a time
+        from pipeline.models.torch_models import train_torch
+
+        start = time.perf_counter()
+        trained[family] = train_torch(family, data, model_params.get(family, {}))
+        on_done and on_done(family, time.perf_counter() - start)
     return {f: trained[f] for f in families if f in trained}

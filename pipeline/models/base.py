@@ -37,6 +37,8 @@ class TrainedModel(ABC):
 
     def __init__(self, params: dict[str, Any]):
         self.params = params
+        # What Ray Train reported at the end of training (epochs, resume point, ...); not saved.
+        self.training_report: dict[str, Any] = {}
 
     @abstractmethod
     def predict_scores(self, X: np.ndarray) -> np.ndarray:
@@ -69,3 +71,18 @@ def load_model(directory: str | Path) -> TrainedModel:
     directory = Path(directory)
     meta = json.loads((directory / "model.json").read_text())
     return family_class(meta["family"])._load_weights(directory, meta)
+
+
+def crash_once_for_test(marker: str | Path, counter: int) -> None:
+    """Tests only (reached through a `_test_kill_*` key of train_loop_config): kill this Ray Train
+    worker process as a crash would, once: `marker` records that it happened and at which epoch
+    or round. Ray Train first finishes registering every report so far, so the test knows which
+    checkpoint the restarted run must resume from."""
+    import os
+    import signal
+
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(timeout_s=120)
+    Path(marker).write_text(str(counter))
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,21 +1,26 @@
 """XGBoost through Ray Train's XGBoostTrainer (a training function per worker; xgboost-ray is
 dead). Data-parallel over the plan's workers, early stopping on the validation split.
 
-Metrics are reported to Ray Train once, at the end, with the checkpoint: reporting every round
-costs ~1.8 s a round on a small machine (RayTrainReportCallback does exactly that).
+The arrays reach the workers through the object store (each takes every world_size-th training
+row): they are already in the driver's memory, and a Ray Data streaming split adds seconds of
+fixed cost. Fault tolerance: a checkpoint (model.ubj + early-stopping state) every
+`checkpoint_every` rounds (default max(10, rounds // 10)) and at the end; a restarted run loads
+`ray.train.get_checkpoint()` and boosts only the rounds still to go. Reports stay that rare
+because each costs ~1.8 s here (RayTrainReportCallback reports every round).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.models.base import TrainData, TrainedModel
+from pipeline.models.base import TrainData, TrainedModel, crash_once_for_test
 
-LABEL = "__label__"
 _SPEC_ALIASES = {"n_estimators": "num_boost_round", "learning_rate": "eta"}
 
 
@@ -65,6 +70,8 @@ def booster_params(given: dict[str, Any], problem_type: str, n_classes: int, see
             rounds = int(value)
         elif key == "early_stopping_rounds":
             early = int(value)
+        elif key == "checkpoint_every":
+            continue   # rayline's, not xgboost's: see checkpoint_interval
         else:
             params[key] = value
     if problem_type == "regression":
@@ -80,45 +87,122 @@ def booster_params(given: dict[str, Any], problem_type: str, n_classes: int, see
     return params, rounds, early
 
 
-def _train_fn(config: dict) -> None:
-    """Runs in each Ray Train worker: its shard of train, all of validation."""
+def checkpoint_interval(rounds: int, given: dict[str, Any]) -> int:
+    """Boosting rounds between checkpoints: each report costs ~1.8 s here, so at most ~10."""
+    return int(given.get("checkpoint_every") or max(10, rounds // 10))
+
+
+_MAXIMIZE = ("auc", "aucpr", "pre", "map", "ndcg")   # as xgboost's EarlyStopping decides
+
+
+def _metric_name(params: dict[str, Any]) -> str:
+    metric = params["eval_metric"]
+    return metric[-1] if isinstance(metric, (list, tuple)) else metric   # xgboost stops on the last
+
+
+class _Progress:
+    """Early stopping that survives a restart: its state is checkpointed beside the model, so a
+    resumed run knows the best round so far (xgboost's EarlyStopping would start counting anew)."""
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.best_score: float | None = state.get("best_score")
+        self.best_rounds: int = state.get("best_rounds", 0)
+        self.start_round: int = state.get("rounds", 0)
+        self.stopped: bool = state.get("stopped", False)
+
+    def state(self, rounds: int) -> dict:
+        return {"best_score": self.best_score, "best_rounds": self.best_rounds, "rounds": rounds,
+                "stopped": self.stopped}
+
+
+def _report(metrics: dict, booster, progress: _Progress, rank: int) -> None:
     import ray.train
-    import xgboost
     from ray.train import Checkpoint
 
-    def load(name: str):
-        shard = ray.train.get_dataset_shard(name)
-        batches = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
-        if not batches:
-            return np.zeros((0, len(config["features"]))), np.zeros(0)
-        X = np.column_stack([np.concatenate([b[c] for b in batches]) for c in config["features"]])
-        return X.astype(np.float32), np.concatenate([b[LABEL] for b in batches])
-
-    X_train, y_train = load("train")
-    X_val, y_val = load("validation")
-    dtrain = xgboost.DMatrix(X_train, label=y_train)
-    dval = xgboost.DMatrix(X_val, label=y_val)
-    history: dict = {}
-    booster = xgboost.train(config["params"], dtrain, num_boost_round=config["rounds"],
-                            evals=[(dval, "validation")], evals_result=history,
-                            early_stopping_rounds=config["early"] or None, verbose_eval=False)
-    best = getattr(booster, "best_iteration", None)
-    if best is not None and config["early"]:
-        booster = booster[: best + 1]
-    metric = config["params"]["eval_metric"]
-    curve = history.get("validation", {}).get(metric, [])
-    metrics = {"rounds": booster.num_boosted_rounds(), f"validation_{metric}": float(curve[best if best is not None else -1]) if curve else float("nan")}
-    if ray.train.get_context().get_world_rank() == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            booster.save_model(str(Path(tmp) / "model.ubj"))
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-    else:
+    if rank != 0:
         ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        booster.save_model(str(Path(tmp) / "model.ubj"))
+        state = progress.state(booster.num_boosted_rounds())
+        (Path(tmp) / "progress.json").write_text(json.dumps(state))
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
 
-def train_xgboost(data: TrainData, given: dict[str, Any]) -> XGBoostModel:
-    import pandas as pd
-    import ray.data
+def _callback(config: dict, progress: _Progress, rank: int):
+    """Early stopping on validation plus a checkpoint every `checkpoint_every` rounds, reported
+    from inside xgboost's loop (every worker reaches the same rounds, so reports stay paired)."""
+    import xgboost
+
+    metric = _metric_name(config["params"])
+    maximize = metric != "mape" and metric.startswith(_MAXIMIZE)
+    every, early, total = config.get("checkpoint_every", 0), config["early"], config["rounds"]
+    kill_after = config.get("_test_kill_after_round")
+
+    class Checkpointing(xgboost.callback.TrainingCallback):
+        def after_iteration(self, model, epoch: int, evals_log) -> bool:
+            rounds = model.num_boosted_rounds()
+            score = float(evals_log["validation"][metric][-1])
+            if progress.best_score is None or (score > progress.best_score if maximize
+                                               else score < progress.best_score):
+                progress.best_score, progress.best_rounds = score, rounds
+            progress.stopped = bool(early) and rounds - progress.best_rounds >= early
+            if every and rounds % every == 0 and rounds < total and not progress.stopped:
+                _report(_metrics(metric, progress, rounds, final=False), model, progress, rank)
+            if (kill_after is not None and rounds == kill_after and rank == 0
+                    and not os.path.exists(config["_test_kill_marker"])):
+                crash_once_for_test(config["_test_kill_marker"], rounds)
+            return progress.stopped
+
+    return Checkpointing()
+
+
+def _metrics(metric: str, progress: _Progress, rounds: int, final: bool) -> dict[str, Any]:
+    best = progress.best_score if progress.best_score is not None else float("nan")
+    return {"rounds": rounds, f"validation_{metric}": best, "start_round": progress.start_round,
+            "final": final}
+
+
+def _train_fn(config: dict) -> None:
+    """Runs in each Ray Train worker: its share of train, all of validation, both from the
+    object store. Resumes from `ray.train.get_checkpoint()` after a restart, with the rounds
+    still to go."""
+    import ray
+    import ray.train
+    import xgboost
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    booster, progress = None, _Progress()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt:
+            booster = xgboost.Booster()
+            booster.load_model(str(Path(ckpt) / "model.ubj"))
+            progress = _Progress(json.loads((Path(ckpt) / "progress.json").read_text()))
+    X_train, y_train, X_val, y_val = ray.get(config["data"])
+    # Each worker trains on its share of the rows; xgboost's collective joins the histograms.
+    dtrain = xgboost.DMatrix(X_train[rank::world], label=y_train[rank::world])
+    dval = xgboost.DMatrix(X_val, label=y_val)
+    done = booster.num_boosted_rounds() if booster is not None else 0
+    if done < config["rounds"] and not progress.stopped:
+        # xgb_model continues the checkpointed booster: num_boost_round counts the rounds to add.
+        booster = xgboost.train(config["params"], dtrain, num_boost_round=config["rounds"] - done,
+                                evals=[(dval, "validation")], xgb_model=booster,
+                                callbacks=[_callback(config, progress, rank)], verbose_eval=False)
+    rounds = booster.num_boosted_rounds()
+    if config["early"] and 0 < progress.best_rounds < rounds:
+        booster = booster[: progress.best_rounds]
+    _report(_metrics(_metric_name(config["params"]), progress, booster.num_boosted_rounds(), True),
+            booster, progress, rank)
+
+
+def train_xgboost(data: TrainData, given: dict[str, Any],
+                  test_hooks: dict[str, Any] | None = None) -> XGBoostModel:
+    """One XGBoostTrainer run. `test_hooks` (tests only) go into train_loop_config, e.g.
+    {"_test_kill_after_round": 25, "_test_kill_marker": path} to crash a worker once."""
+    import ray
     import ray.train
     import xgboost
     from ray.train.xgboost import XGBoostTrainer
@@ -126,24 +210,20 @@ def train_xgboost(data: TrainData, given: dict[str, Any]) -> XGBoostModel:
     plan = data.plan
     params, rounds, early = booster_params(given, data.problem_type, data.n_classes, data.seed,
                                            plan.threads, plan.use_gpu)
-    features = [f"f{i}" for i in range(data.X_train.shape[1])]
-
-    def frame(X: np.ndarray, y: np.ndarray) -> "ray.data.Dataset":
-        df = pd.DataFrame(X.astype(np.float32), columns=features)
-        df[LABEL] = y
-        return ray.data.from_pandas(df)
-
+    arrays = ray.put((data.X_train.astype(np.float32), data.y_train,
+                      data.X_val.astype(np.float32), data.y_val))
     trainer = XGBoostTrainer(
         _train_fn,
-        train_loop_config={"params": params, "rounds": rounds, "early": early, "features": features},
-        datasets={"train": frame(data.X_train, data.y_train),
-                  "validation": frame(data.X_val, data.y_val)},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        train_loop_config={"params": params, "rounds": rounds, "early": early, "data": arrays,
+                           "checkpoint_every": checkpoint_interval(rounds, given),
+                           **(test_hooks or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.num_workers, use_gpu=plan.use_gpu,
             resources_per_worker={"CPU": plan.cpus_per_worker}),
-        run_config=ray.train.RunConfig(storage_path=data.storage_path,
-                                       name=f"{data.run_tag}-xgboost"),
+        run_config=ray.train.RunConfig(
+            storage_path=data.storage_path, name=f"{data.run_tag}-xgboost",
+            failure_config=ray.train.FailureConfig(max_failures=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as ckpt:
@@ -151,4 +231,6 @@ def train_xgboost(data: TrainData, given: dict[str, Any]) -> XGBoostModel:
         booster.load_model(str(Path(ckpt) / "model.ubj"))
     booster.set_param({"nthread": 1, "device": "cpu"})  # serving and evaluation run on CPU
     saved = {**given, "n_classes": data.n_classes, "rounds_trained": booster.num_boosted_rounds()}
-    return XGBoostModel(saved, booster, data.n_classes)
+    model = XGBoostModel(saved, booster, data.n_classes)
+    model.training_report = dict(result.metrics or {})
+    return model
