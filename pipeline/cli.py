@@ -194,6 +194,37 @@ def leaderboard(spec_path: Path = SpecArg,
     out.print(leaderboard_table(spec, board, title=f"Leaderboard (validation), run {found_run}"))
 
 
+@app.command()
+def tune(spec_path: Path = SpecArg,
+         resume: bool = typer.Option(False, "--resume", help="Continue the interrupted search in "
+                                     ".rayline/ray_results/<name>-tune instead of starting over."),
+         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's own logs.")) -> None:
+    """Ingest, validate, split, build features and run the spec's hyperparameter search only."""
+    from pipeline._internal.progress import Stages
+    from pipeline.sources import SourceError
+    from pipeline.spec import SpecError
+    from pipeline.tuning import best_table, trials_table, tune_only
+    from pipeline.validation import ValidationFailed
+
+    spec = _load(spec_path)
+    if spec.tuning is None:
+        _fail("nothing to tune", [f"{spec_path}: the spec has no tuning section"])
+    try:
+        result, run_id = tune_only(spec, Stages(err), resume=resume, verbose=verbose)
+    except SpecError as exc:
+        _fail("the spec cannot be tuned", exc.problems)
+    except SourceError as exc:
+        _fail("a source could not be read; nothing was tuned", [str(exc)])
+    except ValidationFailed as exc:
+        _fail(f"{exc.headline}; nothing was tuned", exc.report.failure_lines())
+    except LookupError as exc:
+        _fail("cannot resume", [str(exc)])
+    out.print(trials_table(result))
+    out.print(best_table(result, spec.model_params))
+    out.print(f"[bold green]done[/]: {len(result.trials)} trials; MLflow run {run_id} "
+              f"(tuning/trials.json); Tune state in {result.experiment_path}")
+
+
 data_app = typer.Typer(help="Data versions (Delta Lake tables).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

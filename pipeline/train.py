@@ -141,9 +141,13 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
     meta_base = {"name": spec.name, "problem_type": spec.problem_type, "target": spec.target,
                  "classes": classes, "id_column": spec.id_column, "run_id": run_id}
 
+    model_params = dict(spec.model_params)
+    if spec.tuning:  # the search's best params override model_params for the families it tuned
+        from pipeline.tuning import tune_families
+        model_params.update(tune_families(spec, data, stages, run_id))
     timings: dict[str, float] = {}
     with stages.stage(f"Train {', '.join(spec.model_families)}") as note:
-        models = train_families(spec.model_families, data, spec.model_params,
+        models = train_families(spec.model_families, data, model_params,
                                 on_done=lambda f, s: timings.__setitem__(f, s))
         note(", ".join(f"{f} {timings.get(f, 0):.1f} s" for f in models))
 
