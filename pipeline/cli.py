@@ -251,25 +251,213 @@ def data_versions(spec_path: Path = SpecArg) -> None:
     out.print(table)
 
 
-@app.command()
-def serve(spec_path: Path = SpecArg,
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def serve(spec_or_build: str = typer.Argument(..., metavar="SPEC | build SPEC",
+                                              help="The spec to serve; or `build SPEC` to write its Serve config."),
+          build_spec: Optional[Path] = typer.Argument(None, hidden=True),
           host: Optional[str] = typer.Option(None, help="Bind address (default: the spec's, 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="HTTP port (default: the spec's, 8000)."),
-          model: str = typer.Option("champion", help="Registry alias or version number to serve."),
+          model: str = typer.Option("champion", help="Registry alias or version number to serve as control."),
+          treatment: Optional[str] = typer.Option(None, help="A version (or alias) to serve as the A/B "
+                                                             "treatment (default: @challenger, with ab_testing)."),
+          output: Path = typer.Option(Path("serve_config.yaml"), "--output", "-o",
+                                      help="With `build`: where to write the Serve config."),
           detach: bool = typer.Option(False, help="Deploy and return, leaving the app on the "
                                                   "cluster at RAY_ADDRESS."),
           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Serve the registered model over HTTP with Ray Serve (FastAPI ingress)."""
-    from pipeline._internal.runtime import quiet_libraries
+    """Serve the registered model over HTTP with Ray Serve, or `serve build` its Serve config."""
     from serve.run import ServeError, serve_forever
+
+    if spec_or_build == "build":
+        if build_spec is None:
+            _fail("missing spec", ["usage: rayline serve build SPEC [-o serve_config.yaml]"])
+        return _serve_build(_load(build_spec), host, port, model, treatment, output)
+    if build_spec is not None:
+        _fail("unexpected argument", [f"{build_spec}: did you mean `rayline serve build {spec_or_build}`?"])
+    spec = _load(Path(spec_or_build))
+    try:
+        serve_forever(spec, host=host, port=port, model_ref=model, treatment=treatment, detach=detach,
+                      verbose=verbose, console=err)
+    except (ServeError, LookupError) as exc:
+        _fail("cannot serve", [str(exc)])
+
+
+def _serve_build(spec, host, port, model, treatment, output: Path) -> None:
+    import yaml
+
+    from serve.run import ingress_config, resolve_variants, serve_config
+
+    rest = spec.serving("rest_api")
+    try:
+        variants = resolve_variants(spec, model, treatment)
+    except LookupError as exc:
+        _fail("cannot build", [str(exc)])
+    config = serve_config(spec, variants, host or (rest.host if rest else "0.0.0.0"),
+                          port or (rest.port if rest else 8000), ingress_config(spec))
+    output.write_text("# Ray Serve config for `serve deploy` or a KubeRay RayService (spec.serveConfigV2).\n"
+                      "# The spec's ${VAR}s are read from the cluster's environment.\n"
+                      + yaml.safe_dump(config, sort_keys=False, width=100))
+    out.print(f"[green]✓[/] wrote {output}: {spec.name} "
+              + ", ".join(f"{k} v{v}" for k, v in variants.items()))
+    out.print(f"  deploy it: serve deploy {output} --address http://<head>:8265")
+
+
+ab_app = typer.Typer(help="A/B testing on the running Serve app.", no_args_is_help=True)
+app.add_typer(ab_app, name="ab")
+
+
+def _share(text: str) -> float:
+    from pipeline._internal.units import parse_fraction
+
+    try:
+        return parse_fraction(text)
+    except ValueError as exc:
+        _fail("not a share", [str(exc)])
+
+
+@ab_app.command("set")
+def ab_set(spec_path: Path = SpecArg,
+           treatment: Optional[str] = typer.Option(None, help="Treatment's share of traffic, e.g. 10%."),
+           mode: Optional[str] = typer.Option(None, help="split | shadow")) -> None:
+    """Change the live traffic split (or mode) without restarting replicas."""
+    from serve.run import ServeError, connect, set_traffic
+
+    spec = _load(spec_path)
+    if mode not in (None, "split", "shadow"):
+        _fail("bad mode", [f"--mode is split or shadow, not {mode}"])
+    try:
+        connect()
+        config = set_traffic(spec, _share(treatment) if treatment is not None else None, mode)
+    except ServeError as exc:
+        _fail("cannot change the split", [str(exc)])
+    split = config["traffic_split"]
+    out.print(f"[green]✓[/] {spec.name}: control {split['control']:.0%} / treatment "
+              f"{split['treatment']:.0%} ({config['mode']})")
+
+
+@ab_app.command("start")
+def ab_start(spec_path: Path = SpecArg,
+             treatment: str = typer.Option(..., help="The registered version to test as treatment."),
+             share: Optional[str] = typer.Option(None, help="Its share of traffic (default: the spec's).")) -> None:
+    """Put a registered version in as the treatment (it becomes @challenger)."""
+    from serve.run import ServeError, connect, set_variants
+
+    spec = _load(spec_path)
+    try:
+        connect()
+        variants = set_variants(spec, treatment, _share(share) if share else None)
+    except (ServeError, LookupError) as exc:
+        _fail("cannot start the test", [str(exc)])
+    out.print(f"[green]✓[/] {spec.name}: control v{variants['control']}, treatment v{variants['treatment']}")
+
+
+@ab_app.command("stop")
+def ab_stop(spec_path: Path = SpecArg) -> None:
+    """Take the treatment out: all traffic to the control."""
+    from serve.run import ServeError, connect, set_variants
+
+    spec = _load(spec_path)
+    try:
+        connect()
+        variants = set_variants(spec, None)
+    except ServeError as exc:
+        _fail("cannot stop the test", [str(exc)])
+    out.print(f"[green]✓[/] {spec.name}: control v{variants['control']} takes all traffic")
+
+
+@app.command()
+def stream(spec_path: Path = SpecArg,
+           model: Optional[str] = typer.Option(None, help="Registry alias or version number "
+                                               "(default: the spec's, champion)."),
+           max_messages: Optional[int] = typer.Option(None, "--max-messages", min=1,
+                                                      help="Stop after this many input messages."),
+           idle_exit: Optional[float] = typer.Option(None, "--idle-exit", min=0, metavar="SECONDS",
+                                                     help="Stop after this long with no message."),
+           assign: Optional[bool] = typer.Option(None, "--assign/--subscribe", help="Read every partition "
+                                                 "directly (no group join; offsets still go to the group) "
+                                                 "or join the consumer group (default: the spec's)."),
+           partitions: Optional[str] = typer.Option(None, help="Only these input partitions, e.g. 0,2 "
+                                                    "(implies --assign)."),
+           metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus "
+                                                      "metrics on this port (default: off)."),
+           metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
+           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Score JSON records from the spec's Kafka input topic (serving_options: streaming)."""
+    from pipeline._internal.runtime import quiet_libraries
+    from serve.stream import StreamError, stream_forever
 
     spec = _load(spec_path)
     quiet_libraries(verbose)
     try:
-        serve_forever(spec, host=host, port=port, model_ref=model, detach=detach,
-                      verbose=verbose, console=err)
-    except (ServeError, LookupError) as exc:
-        _fail("cannot serve", [str(exc)])
+        parts = [int(p) for p in partitions.split(",")] if partitions else None
+    except ValueError:
+        _fail("bad --partitions", [f"{partitions!r}: expected numbers separated by commas, e.g. 0,2"])
+    try:
+        stats = stream_forever(spec, console=err, model_ref=model, max_messages=max_messages,
+                               idle_exit=idle_exit, assign=assign, partitions=parts,
+                               metrics_port=metrics_port, metrics_host=metrics_host)
+    except LookupError as exc:
+        _fail("cannot stream", [str(exc)])
+    except StreamError as exc:
+        _fail("stream stopped", [str(exc)], code=2)
+    out.print(json.dumps({"stream": stats.as_dict()}), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def score(spec_path: Path = SpecArg,
+          model: Optional[str] = typer.Option(None, help="Registry alias or version number "
+                                              "(default: the batch option's, champion)."),
+          input: Optional[str] = typer.Option(None, "--input", help="Files to score: a path, glob, "
+                                              "s3:// or gs:// (default: the batch option's input, "
+                                              "else the spec's sources)."),
+          output: Optional[str] = typer.Option(None, "--output", help="Where to write (default: the "
+                                               "batch option's output)."),
+          format: Optional[str] = typer.Option(None, "--format", help="parquet (a folder per run) or "
+                                               "delta (appended to the table at the output)."),
+          emit_schedule: Optional[Path] = typer.Option(
+              None, "--emit-schedule", metavar="DIR", help="Score nothing: write the KubeRay RayJob "
+              "and the Kubernetes CronJob for the batch option's frequency into DIR."),
+          frequency: Optional[str] = typer.Option(None, help="With --emit-schedule: instead of the "
+                                                  "spec's frequency (hourly, daily, weekly, cron)."),
+          image: Optional[str] = typer.Option(None, help="With --emit-schedule: the Ray image "
+                                              "(default rayproject/ray:2.60.0-py311)."),
+          working_dir: Optional[str] = typer.Option(None, "--working-dir", help="With --emit-schedule: "
+                                                    "a URL of the project archive for the RayJob's "
+                                                    "runtime env (https://, s3://, gs://)."),
+          namespace: Optional[str] = typer.Option(None, help="With --emit-schedule: a namespace."),
+          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Score a dataset with a registered model (Ray Data actor pool), or emit its schedule."""
+    spec = _load(spec_path)
+    if format not in (None, "parquet", "delta"):
+        _fail("bad --format", [f"{format!r}: use parquet or delta"])
+    if emit_schedule is not None:
+        from pipeline.schedule import RAY_IMAGE, ScheduleError, emit_schedule as emit
+
+        try:
+            paths = emit(spec, str(spec_path), emit_schedule, image=image or RAY_IMAGE,
+                         working_dir=working_dir, model=model, namespace=namespace,
+                         frequency=frequency)
+        except ScheduleError as exc:
+            _fail("cannot emit a schedule", [str(exc)])
+        for path in paths:
+            out.print(f"[green]✓[/] wrote {path}")
+        if not working_dir and (image or RAY_IMAGE).startswith("rayproject/ray"):
+            err.print("[yellow]note:[/] no --working-dir: the RayJob runs in the image's working "
+                      "directory, which must hold the project (see cluster/README.md)")
+        return
+    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.scoring import ScoringError, score as run_scoring
+    from pipeline.sources import SourceError
+
+    quiet_libraries(verbose)
+    try:
+        result = run_scoring(spec, model=model, input=input, output=output, format=format,
+                             verbose=verbose,
+                             progress=lambda line: err.print(line, markup=False, highlight=False))
+    except (ScoringError, SourceError) as exc:
+        _fail("cannot score", [str(exc)])
+    for line in result.summary_lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -536,6 +536,10 @@ class ServingAuth(Model):
 class RestServing(Model):
     name: Literal["rest_api"]
     framework: Literal["ray_serve", "fastapi"] = "ray_serve"   # fastapi: the same FastAPI ingress on Serve
+    # haproxy: Ray 2.60's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY), about twice the default
+    # proxy's throughput on a small node; proxy: Serve's Python proxy. Applies to clusters
+    # `rayline serve` starts itself; a cluster you start carries its own setting.
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
     route_prefix: str = "/"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -558,6 +562,12 @@ class BatchServing(Model):
     format: Literal["parquet", "delta"] = "parquet"
     frequency: Optional[str] = None             # hourly | daily | weekly | a cron expression
     scheduler: Literal["kuberay", "airflow", "cron"] = "kuberay"
+    # `rayline score` / `python -m jobs.batch_score` (pipeline/scoring.py):
+    input_format: Optional[Literal["parquet", "csv", "json"]] = None   # default: from input's suffix
+    model: str = "champion"                     # registry alias or version number to score with
+    passthrough: list[str] = []                 # input columns copied to the output beside id_column
+    batch_size: Optional[int] = Field(None, ge=1)   # rows per map_batches call; default: a block
+    max_actors: Optional[int] = Field(None, ge=1)   # default: the cluster's CPUs less one
 
 
 class StreamingServing(Model):
@@ -570,6 +580,17 @@ class StreamingServing(Model):
     group_id: Optional[str] = None
     latency_target: Duration = 0.1
     max_batch_size: int = Field(256, ge=1)
+    # `rayline stream` (serve/stream.py):
+    model: str = "champion"                     # registry alias or version number to score with
+    # Read the input partitions directly instead of joining group_id (offsets are still committed
+    # to group_id, so a restart resumes). One consumer per partition set; no rebalancing.
+    assign: bool = False
+    partitions: Optional[list[Annotated[int, Field(ge=0)]]] = None   # these only (implies assign)
+    max_batch_wait: Duration = 0.0              # after a batch's first message, wait for more
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"    # a group with no offsets yet
+    consumer_config: dict[str, Union[bool, int, float, str]] = {}   # librdkafka settings
+    producer_config: dict[str, Union[bool, int, float, str]] = {}   # (security.protocol, ...)
+    metrics_port: Optional[int] = Field(None, ge=1, le=65535)       # Prometheus /metrics
 
 
 ServingOption = Annotated[Union[RestServing, BatchServing, StreamingServing], Field(discriminator="name")]

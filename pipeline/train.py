@@ -89,7 +89,11 @@ def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False
         registry.log_spec(spec)
         mlflow.set_tag("rayline.training_plan", f"{plan.num_workers}x{plan.cpus_per_worker:g} CPU: {plan.reason}")
         prepared = prepare(spec, stages, run_id=run.info.run_id, data_version=data_version)
-        result = _train_and_register(spec, prepared.frame, plan, stages, run.info.run_id, experiment_id)
+        versions = {name: v.version for name, v in prepared.versions.items() if name != "quarantine"}
+        if prepared.raw_version is not None:
+            versions["raw_data"] = prepared.raw_version
+        result = _train_and_register(spec, prepared.frame, plan, stages, run.info.run_id, experiment_id,
+                                     versions)
     return result
 
 
@@ -104,7 +108,7 @@ def _refuse_unavailable_families(spec: Spec) -> None:
 
 
 def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_id: str,
-                        experiment_id: str) -> RunResult:
+                        experiment_id: str, data_versions: dict[str, int]) -> RunResult:
     import mlflow
 
     from pipeline import evaluation, registry
@@ -129,7 +133,9 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
         note(f"{len(pipeline.required_columns)} input columns -> {len(pipeline.output_columns)} "
              "features, fitted on the training split")
     registry.log_dict(pipeline.describe(), "features/pipeline.json")
-    _version_features(spec, split, X, pipeline.output_columns, run_id, stages)
+    features_version = _version_features(spec, split, X, pipeline.output_columns, run_id, stages)
+    if features_version is not None:
+        data_versions = {**data_versions, "feature_store": features_version.version}
 
     classes, y = _labels(spec, df, split)
     data = TrainData(X_train=X["train"], y_train=y["train"], X_val=X["val"], y_val=y["val"],
@@ -139,7 +145,8 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
                      run_tag=f"{spec.name}-{run_id[:8]}")
     schema = infer_schema(split.train, pipeline.required_columns, spec.expectations)
     meta_base = {"name": spec.name, "problem_type": spec.problem_type, "target": spec.target,
-                 "classes": classes, "id_column": spec.id_column, "run_id": run_id}
+                 "classes": classes, "id_column": spec.id_column, "run_id": run_id,
+                 "data_versions": data_versions}
 
     model_params = dict(spec.model_params)
     if spec.tuning:  # the search's best params override model_params for the families it tuned
@@ -208,12 +215,12 @@ def _train_and_register(spec: Spec, df: pd.DataFrame, plan, stages: Stages, run_
 
 
 def _version_features(spec: Spec, split: Split, X: dict[str, np.ndarray], columns: list[str],
-                      run_id: str, stages: Stages) -> None:
+                      run_id: str, stages: Stages):
     """The feature_store table: every row's features with its id, target and split."""
     from pipeline import versioning
 
     if not versioning.tracked(spec, "feature_store"):
-        return
+        return None
     with stages.stage("Version feature_store") as note:
         parts = []
         for name, frame in (("train", split.train), ("validation", split.val), ("test", split.test)):
@@ -226,6 +233,7 @@ def _version_features(spec: Spec, split: Split, X: dict[str, np.ndarray], column
         table = versioning.write_frame(spec, "feature_store", pd.concat(parts, ignore_index=True), run_id)
         versioning.log_versions([table])
         note(f"version {table.version}, {table.rows:,} rows, hash {table.content_hash[:12]}")
+    return table
 
 
 def _log_unregistered(predictor_dir: Path, example: pd.DataFrame) -> None:

@@ -1,13 +1,21 @@
-"""The Ray Serve application: a FastAPI ingress in front of a model deployment.
+"""The Ray Serve application: a FastAPI ingress (validation, auth, A/B routing, logging) in front
+of one model deployment per live model version.
 
-`build_app` makes the typed FastAPI app from the model's input schema (so /docs and
-/openapi.json describe the real fields) and binds the two deployments. The model deployment
-loads its version from the MLflow registry itself, so replicas on any node start the same way.
+The app is deployed from a Serve config (`serve.app:app_builder` with args): `rayline serve`,
+`rayline serve build` + `serve deploy`, and a KubeRay RayService all go the same way. Because a
+config deploy keys the code version on (import path, args), changing only the ingress'
+`user_config` (the traffic split, the mode) reconfigures live replicas without restarting them:
+that is how `rayline ab set` works.
+
+Routing lives in the ingress rather than in a separate router deployment: every hop between
+deployments costs a Ray actor call per request, and on a small node that is the throughput.
 
 No `from __future__ import annotations`: FastAPI reads the route annotations at definition.
 """
 
+import asyncio
 import hmac
+import os
 import time
 import uuid
 from typing import Any, Dict, List, Optional, Union
@@ -18,14 +26,19 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from pipeline.predictor import InputSchema
-from serve.schemas import MAX_RECORDS, Health, ModelInfo, PredictionResponse, record_model
+from serve.routing import assign
+from serve.schemas import (
+    MAX_RECORDS, Feedback, FeedbackReceipt, Health, Metadata, ModelInfo, PredictionResponse,
+    Readiness, record_model,
+)
 
 
-@serve.deployment
+@serve.deployment(name="model")
 class ModelServer:
-    """Holds one registered model version and scores lists of records."""
+    """One registered model version: scores lists of records, batched across requests."""
 
-    def __init__(self, tracking_uri: str, model_name: str, version: str):
+    def __init__(self, tracking_uri: str, model_name: str, version: str,
+                 max_batch_size: int = 64, batch_wait_timeout_s: float = 0.002):
         import tempfile
 
         import mlflow
@@ -36,11 +49,46 @@ class ModelServer:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self._dir = tempfile.TemporaryDirectory(prefix="rayline-model-")
-        self.version, path, _ = registry.download_model(model_name, version, self._dir.name)
+        self.version, path, mv = registry.download_model(model_name, version, self._dir.name)
         self.predictor = Predictor.load(find_predictor_dir(path))
+        self.known = known_categories(self.predictor.features.to_dict())
+        self.info = {"name": model_name, "version": self.version,
+                     "family": self.predictor.meta.get("family", "?"),
+                     "run_id": mv.run_id or self.predictor.meta.get("run_id", ""),
+                     "data_versions": self.predictor.meta.get("data_versions", {}),
+                     "test_metrics": self.predictor.meta.get("test_metrics", {})}
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    def predict(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        return self.predictor.predict_records(records)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def predict(self, requests: List[List[Dict[str, Any]]]) -> List[List[Dict[str, Any]]]:
+        flat = [record for records in requests for record in records]
+        outputs = self.predictor.predict_records(flat)
+        for record, output in zip(flat, outputs):
+            unknown = [f"{col}: unknown category {record.get(col)!r}" for col, values in self.known.items()
+                       if record.get(col) is not None and str(record.get(col)) not in values]
+            if unknown:
+                output["warnings"] = unknown
+        out, start = [], 0
+        for records in requests:
+            out.append(outputs[start:start + len(records)])
+            start += len(records)
+        return out
+
+    def describe(self) -> Dict[str, Any]:
+        return self.info
+
+
+def known_categories(features: Dict[str, Any]) -> Dict[str, set]:
+    """Categories each encoded column saw in training (from the fitted pipeline's JSON)."""
+    known: Dict[str, set] = {}
+    for step in features.get("steps", []):
+        if step.get("method") in ("one_hot", "ordinal"):
+            for column, fitted in (step.get("fitted") or {}).items():
+                values = fitted.get("categories") or []
+                known.setdefault(column, set()).update(str(v) for v in values)
+                known[column].update(str(v) for v in fitted.get("other") or [])
+    return known
 
 
 def _clean_validation_errors(errors: List[dict], body: Any, fields: set) -> List[dict]:
@@ -66,19 +114,21 @@ def _clean_validation_errors(errors: List[dict], body: Any, fields: set) -> List
     return cleaned
 
 
-def build_fastapi(schema: InputSchema, info: Dict[str, str], rest) -> FastAPI:
-    Record = record_model(schema, info["name"])
+def build_fastapi(spec, schema: InputSchema):
+    """The FastAPI app and the ingress class bound to it."""
+    rest = spec.serving("rest_api")
+    Record = record_model(schema, spec.name)
     field_names = {f.name for f in schema.fields}
     keys = [k.get_secret_value() for k in rest.auth.keys] if rest and rest.auth else []
     method = rest.auth.method if rest and rest.auth else None
     max_body = rest.max_body_bytes if rest else 10_000_000
+    assignment_key = spec.ab_testing.assignment_key if spec.ab_testing else None
+    id_column = spec.id_column
 
-    api = FastAPI(
-        title=f"{info['name']} prediction API",
-        version=str(info["version"]),
-        description=f"Predictions from the registered MLflow model {info['name']} "
-                    f"(version {info['version']}, {info['family']}), served by Ray Serve.",
-    )
+    api = FastAPI(title=f"{spec.name} prediction API",
+                  description=f"Predictions from the registered MLflow model {spec.name}, served by "
+                              "Ray Serve, with A/B traffic splitting between its control and "
+                              "treatment versions.")
 
     @api.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -105,45 +155,166 @@ def build_fastapi(schema: InputSchema, info: Dict[str, str], rest) -> FastAPI:
             raise HTTPException(status_code=401, detail="missing or wrong API key",
                                 headers={"WWW-Authenticate": "Bearer" if method == "bearer" else "ApiKey"})
 
-    model_info = ModelInfo(**info)
-    id_column = info.get("id_column")
+    errors = {401: {"description": "Missing or wrong API key"},
+              413: {"description": "Body over the size limit"},
+              422: {"description": "A field is missing, of the wrong type, or outside the spec's expectations"},
+              503: {"description": "Overloaded: retry after the Retry-After header's seconds"}}
 
     @serve.ingress(api)
     class Ingress:
-        def __init__(self, model):
-            self.model = model
+        def __init__(self, models: Dict[str, Any], tracking_uri: str, log_uri: str):
+            from serve.logstore import LogStore
 
-        @api.get("/health", response_model=Health, summary="Liveness and the model being served")
-        async def health(self) -> Health:
-            return Health(status="ok", model=model_info)
+            self.models = models
+            self.weights: Dict[str, float] = {"control": 1.0, "treatment": 0.0}
+            self.mode = "split"
+            self.info: Dict[str, Dict[str, Any]] = {}
+            self.log = LogStore(log_uri)
+            self.salt = spec.name
+
+        def reconfigure(self, config: Dict[str, Any]) -> None:
+            """Live changes from `rayline ab set` / `serve deploy`: no replica restarts."""
+            split = config.get("traffic_split") or {}
+            self.weights = {"control": float(split.get("control", 1.0)),
+                            "treatment": float(split.get("treatment", 0.0))}
+            if "treatment" not in self.models:
+                self.weights = {"control": 1.0, "treatment": 0.0}
+            self.mode = config.get("mode", "split")
+
+        async def _model_info(self) -> Dict[str, Dict[str, Any]]:
+            if len(self.info) < len(self.models):
+                for variant, handle in self.models.items():
+                    self.info[variant] = await handle.describe.remote()
+            return self.info
+
+        @api.get("/health", response_model=Health, summary="Liveness")
+        async def health(self) -> Dict[str, Any]:
+            return {"status": "ok"}
+
+        @api.get("/ready", response_model=Readiness, summary="Every variant has loaded its model",
+                 responses={503: {"description": "Not every variant is ready yet"}})
+        async def ready(self):
+            try:
+                info = await asyncio.wait_for(self._model_info(), timeout=2.0)
+            except asyncio.TimeoutError:
+                return JSONResponse(status_code=503, content={
+                    "ready": False, "detail": "model deployments are still loading"})
+            except Exception as exc:  # a variant failed to load
+                return JSONResponse(status_code=503, content={"ready": False, "detail": str(exc)[:300]})
+            return {"ready": True, "variants": {v: i["version"] for v, i in info.items()}}
+
+        @api.get("/metadata", response_model=Metadata, summary="Versions, lineage and the traffic split",
+                 dependencies=[Depends(_authorize)])
+        async def metadata(self) -> Dict[str, Any]:
+            info = await self._model_info()
+            return {"name": spec.name, "mode": self.mode,
+                    "traffic_split": self.weights if self.mode == "split" else {"control": 1.0, "treatment": 0.0},
+                    "assignment_key": assignment_key, "variants": info}
 
         @api.post("/predict", response_model=PredictionResponse, response_model_exclude_none=True,
-                  summary="Get model predictions", dependencies=[Depends(_authorize)],
-                  responses={401: {"description": "Missing or wrong API key"},
-                             413: {"description": "Body over the size limit"},
-                             422: {"description": "A field is missing, of the wrong type, or "
-                                                  "outside the spec's expectations"}})
+                  summary="Get model predictions", dependencies=[Depends(_authorize)], responses=errors)
         async def predict(self, request: Request,
                           payload: Union[Record, List[Record]] = Body(  # type: ignore[valid-type]
                               ..., description="One record, or a list of records "
                                                f"(at most {MAX_RECORDS}).")) -> Dict[str, Any]:
+            start = time.perf_counter()
             records = payload if isinstance(payload, list) else [payload]
             if len(records) > MAX_RECORDS:
                 raise HTTPException(status_code=413, detail=f"at most {MAX_RECORDS} records per request")
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             rows = [r.model_dump() for r in records]
-            predictions = await self.model.predict.remote(rows)
-            if id_column:
-                for row, prediction in zip(rows, predictions):
-                    if row.get(id_column) is not None:
-                        prediction["id"] = row[id_column]
-            return {"request_id": request_id, "model": model_info, "predictions": predictions}
+            header_key = request.headers.get("x-assignment-key")
+            keys = [_assignment(row, assignment_key, header_key, request_id) for row in rows]
+            variants = (["control"] * len(rows) if self.mode == "shadow" else
+                        [assign(k, self.weights, self.salt) for k in keys])
+            outputs: List[Optional[Dict[str, Any]]] = [None] * len(rows)
+            groups: Dict[str, List[int]] = {}
+            for i, variant in enumerate(variants):
+                groups.setdefault(variant, []).append(i)
+            results = await asyncio.gather(*(self.models[v].predict.remote([rows[i] for i in idx])
+                                             for v, idx in groups.items()))
+            info = await self._model_info()
+            elapsed = (time.perf_counter() - start) * 1000
+            for (variant, idx), scored in zip(groups.items(), results):
+                version = info[variant]["version"]
+                for i, output in zip(idx, scored):
+                    output["variant"] = variant
+                    output["model_version"] = version
+                    if id_column and rows[i].get(id_column) is not None:
+                        output["id"] = rows[i][id_column]
+                    outputs[i] = output
+                self.log.add_predictions(_log_rows(request_id, spec.name, version, variant, rows, scored,
+                                                   keys, idx, elapsed))
+            if self.mode == "shadow" and "treatment" in self.models:
+                asyncio.get_running_loop().create_task(self._shadow(request_id, rows, keys))
+            return {"request_id": request_id, "model": {"name": spec.name, **_model_fields(info["control"])},
+                    "predictions": outputs}
+
+        async def _shadow(self, request_id: str, rows: List[Dict[str, Any]], keys: List[str]) -> None:
+            """Treatment scores a copy of the traffic; its answers are logged, never returned."""
+            start = time.perf_counter()
+            scored = await self.models["treatment"].predict.remote(rows)
+            info = await self._model_info()
+            self.log.add_predictions(_log_rows(
+                request_id, spec.name, info["treatment"]["version"], "treatment", rows, scored, keys,
+                list(range(len(rows))), (time.perf_counter() - start) * 1000, shadow=True))
+
+        @api.post("/feedback", response_model=FeedbackReceipt, status_code=201,
+                  summary="Record the outcome of a prediction", dependencies=[Depends(_authorize)],
+                  responses={404: {"description": "No prediction with this request_id"}})
+        async def feedback(self, body: Feedback) -> Dict[str, Any]:
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, self.log.known, body.request_id):
+                raise HTTPException(status_code=404, detail=f"no prediction with request_id {body.request_id}")
+            await loop.run_in_executor(None, lambda: self.log.add_feedback(
+                body.request_id, body.position, body.label, body.conversion, body.revenue,
+                body.model_extra or {}))
+            return {"request_id": body.request_id, "stored": True}
+
+        def __del__(self):
+            try:
+                self.log.close()
+            except Exception:  # shutting down: nothing left to report to
+                pass
 
     return Ingress
 
 
-def build_app(spec, schema: InputSchema, info: Dict[str, str]):
-    """The bound Serve application for `serve.run`."""
+def _assignment(row: Dict[str, Any], field: Optional[str], header: Optional[str], request_id: str) -> str:
+    if field and row.get(field) is not None:
+        return str(row[field])
+    return header or request_id
+
+
+def _model_fields(info: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: info.get(k) for k in ("version", "family", "run_id")}
+
+
+def _log_rows(request_id, name, version, variant, rows, scored, keys, idx, elapsed, shadow=False):
+    from serve.logstore import prediction_rows
+
+    return prediction_rows(request_id, name, version, variant, [rows[i] for i in idx], scored,
+                           [keys[i] for i in idx], elapsed, shadow=shadow, positions=idx)
+
+
+def app_builder(args: Dict[str, Any]):
+    """Serve config entry point (`import_path: serve.app:app_builder`).
+
+    args: spec_text (the spec as written; ${VAR}s are read from the cluster's environment),
+    spec_file, base_dir (for the spec's relative paths), variants ({control: version,
+    treatment: version}), log_uri (the prediction/feedback store; default beside MLflow)."""
+    from pipeline.spec import parse_spec
+    from serve.run import load_schema
+
+    spec = parse_spec(args["spec_text"], args.get("spec_file", "<spec>"), base_dir=args.get("base_dir"))
+    variants: Dict[str, str] = args["variants"]
+    schema = load_schema(spec, variants["control"])
+    if "treatment" in variants:
+        other = load_schema(spec, variants["treatment"])
+        missing = {f.name for f in other.fields} - {f.name for f in schema.fields}
+        if missing:
+            raise ValueError(f"the treatment version needs inputs the control does not take: "
+                             f"{', '.join(sorted(missing))}")
     rest = spec.serving("rest_api")
     options: Dict[str, Any] = {}
     if rest is not None:
@@ -154,7 +325,18 @@ def build_app(spec, schema: InputSchema, info: Dict[str, str]):
             options["autoscaling_config"] = {"min_replicas": a.min_replicas,
                                              "max_replicas": a.max_replicas,
                                              "target_ongoing_requests": a.target_ongoing_requests}
-    model = ModelServer.options(name="model", **options).bind(
-        spec.tracking.uri, spec.name, str(info["version"]))
-    Ingress = serve.deployment(name="ingress", **options)(build_fastapi(schema, info, rest))
-    return Ingress.bind(model)
+    batch = {"max_batch_size": rest.max_batch_size if rest else 64,
+             "batch_wait_timeout_s": rest.batch_wait_timeout if rest else 0.002}
+    models = {variant: ModelServer.options(name=f"model-v{version}", **options).bind(
+                  spec.tracking.uri, spec.name, str(version), **batch)
+              for variant, version in variants.items()}
+    Ingress = serve.deployment(name="ingress", **options)(build_fastapi(spec, schema))
+    log_uri = args.get("log_uri") or default_log_uri(spec)
+    return Ingress.bind(models, spec.tracking.uri, log_uri)
+
+
+def default_log_uri(spec) -> str:
+    uri = spec.tracking.uri
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "serving.db")
+    return "sqlite:///" + os.path.abspath(".rayline/serving.db")

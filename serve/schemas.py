@@ -53,6 +53,10 @@ class Prediction(BaseModel):
     probabilities: Optional[Dict[str, float]] = Field(
         None, description="Class probabilities (classification only), keyed by class label.")
     id: Optional[Union[StrictInt, StrictStr]] = Field(None, description="The record's id_column value, when sent.")
+    variant: str = Field(..., description="A/B variant that scored this record: control or treatment.")
+    model_version: str = Field(..., description="Registered model version that scored this record.")
+    warnings: Optional[List[str]] = Field(None, description="Scored, but worth a look: e.g. a category "
+                                                            "the model never saw in training.")
 
 
 class PredictionResponse(BaseModel):
@@ -65,6 +69,41 @@ class PredictionResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
-    model: ModelInfo
 
-    model_config = ConfigDict(protected_namespaces=())
+
+class Readiness(BaseModel):
+    ready: bool
+    variants: Dict[str, str] = Field(default_factory=dict, description="variant -> model version")
+
+
+class VariantInfo(BaseModel):
+    name: str
+    version: str
+    family: str
+    run_id: str
+    data_versions: Dict[str, Any] = {}
+    test_metrics: Dict[str, float] = {}
+
+
+class Metadata(BaseModel):
+    name: str
+    mode: str
+    traffic_split: Dict[str, float]
+    assignment_key: Optional[str]
+    variants: Dict[str, VariantInfo]
+
+
+class Feedback(BaseModel):
+    """An outcome for a prediction: any of label, conversion, revenue, plus free-form fields."""
+    request_id: str
+    position: int = Field(0, ge=0, description="Index of the record in its request (0 for one record).")
+    label: Optional[Union[StrictInt, StrictFloat, StrictStr, StrictBool]] = None
+    conversion: Optional[bool] = None
+    revenue: Optional[float] = None
+
+    model_config = ConfigDict(extra="allow")
+
+
+class FeedbackReceipt(BaseModel):
+    request_id: str
+    stored: bool

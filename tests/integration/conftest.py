@@ -55,8 +55,14 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory) -> Cluster:
     port, dashboard_port = free_port(), free_port()
+    # The cluster carries what a production one would: the secrets the spec reads (the Serve
+    # app builds from the spec on the cluster) and the ingress mode rayline uses by default.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
+           "PREDICT_API_KEY": API_KEY, "RAY_SERVE_ENABLE_HA_PROXY": "1",
+           # HAProxy's own metrics and stats ports are fixed by default: free ones avoid clashes.
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+           "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")
     # 4 logical CPUs on a 2-core machine: Ray Train workers, Ray Data tasks and two Serve
@@ -72,6 +78,9 @@ def cluster(tmp_path_factory) -> Cluster:
         wait_for(f"{dashboard}/api/version", 120, head)
         yield Cluster(address=address, dashboard=dashboard, env={**env, "RAY_ADDRESS": address})
     finally:
+        # Serve first: HAProxy runs in a session of its own and would outlive a killed cluster.
+        subprocess.run([str(BIN / "serve"), "shutdown", "-y", "--address", dashboard],
+                       env=env, capture_output=True, timeout=120)
         os.killpg(head.pid, signal.SIGTERM)
         try:
             head.wait(10)
@@ -100,12 +109,16 @@ class Workspace:
 
 
 def served_spec_text() -> str:
-    """The example spec, serving with an API key read from the environment."""
+    """The example spec, serving with an API key read from the environment, small queues (so
+    overload is reachable in a test) and an A/B section keyed by user_id."""
     text = (EXAMPLE / "spec.yaml").read_text()
     marker = "    port: 8000\n"
     assert marker in text
-    return text.replace(marker, marker + '    auth:\n      method: api_key\n'
-                                         '      keys: ["${PREDICT_API_KEY}"]\n')
+    text = text.replace(marker, marker + '    auth:\n      method: api_key\n'
+                                         '      keys: ["${PREDICT_API_KEY}"]\n'
+                                         '    max_ongoing_requests: 4\n    max_queued_requests: 8\n')
+    return text + ("\nab_testing:\n  mode: split\n  traffic_split: {control: 50%, treatment: 50%}\n"
+                   "  assignment_key: user_id\n")
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,20 @@ def post(served, body, **kw):
     return httpx.post(f"{served.url}/predict", json=body, headers=served.headers, timeout=30, **kw)
 
 
-def test_health_names_the_model(served):
-    body = httpx.get(f"{served.url}/health").json()
-    assert body["status"] == "ok"
-    assert body["model"]["name"] == "churn" and body["model"]["version"] == "1"
+def test_health_ready_and_metadata(served, workspace):
+    assert httpx.get(f"{served.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{served.url}/ready").json() == {"ready": True, "variants": {"control": "1"}}
+    meta = httpx.get(f"{served.url}/metadata", headers=served.headers).json()
+    assert meta["name"] == "churn" and meta["mode"] == "split"
+    assert meta["assignment_key"] == "user_id"
+    control = meta["variants"]["control"]
+    assert control["version"] == "1" and control["family"] in ("logistic_regression", "xgboost", "random_forest")
+    import mlflow
+    client = mlflow.MlflowClient(workspace.tracking_uri, workspace.tracking_uri)
+    assert control["run_id"] == client.get_model_version("churn", "1").run_id
+    assert set(control["data_versions"]) == {"raw_data", "processed_data", "feature_store"}
+    assert control["test_metrics"]["auc_roc"] >= 0.75
+    assert httpx.get(f"{served.url}/metadata").status_code == 401
 
 
 def test_one_record_gets_a_prediction_with_probabilities(served):
@@ -32,6 +42,7 @@ def test_one_record_gets_a_prediction_with_probabilities(served):
     assert len(body["request_id"]) >= 16
     assert body["model"]["version"] == "1"
     [prediction] = body["predictions"]
+    assert prediction["variant"] == "control" and prediction["model_version"] == "1"
     assert prediction["prediction"] in (0, 1)
     assert set(prediction["probabilities"]) == {"0", "1"}
     assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-6
@@ -111,3 +122,86 @@ def test_openapi_document_is_valid_and_typed(served):
     assert "tenure_months" in record["required"]
     docs = httpx.get(f"{served.url}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_unknown_category_is_scored_and_flagged(served):
+    response = post(served, {**RECORD, "payment_method": "crypto"})
+    assert response.status_code == 200, response.text
+    [prediction] = response.json()["predictions"]
+    assert prediction["warnings"] == ["payment_method: unknown category 'crypto'"]
+    assert 0 <= prediction["probabilities"]["1"] <= 1
+
+
+def test_feedback_is_stored_against_the_request(served, workspace):
+    import sqlite3
+
+    request_id = post(served, RECORD).json()["request_id"]
+    stored = httpx.post(f"{served.url}/feedback", headers=served.headers, json={
+        "request_id": request_id, "label": 1, "conversion": True, "revenue": 42.5, "channel": "email"})
+    assert stored.status_code == 201 and stored.json() == {"request_id": request_id, "stored": True}
+    unknown = httpx.post(f"{served.url}/feedback", headers=served.headers, json={"request_id": "nope", "label": 0})
+    assert unknown.status_code == 404
+    with sqlite3.connect(workspace.path / ".rayline" / "serving.db") as db:
+        [row] = db.execute("select label, conversion, revenue, extra from feedback where request_id = ?",
+                           (request_id,)).fetchall()
+        assert row == ("1", 1, 42.5, '{"channel": "email"}')
+        logged = db.execute("select model_version, variant from predictions where request_id = ?",
+                            (request_id,)).fetchall()
+        assert logged == [("1", "control")]
+
+
+def test_overload_gets_503(served):
+    """More concurrent requests than max_ongoing_requests (4) + max_queued_requests (8) admit."""
+    import asyncio
+
+    big = [RECORD] * 2000  # each request takes a while, so the queue fills
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one():
+                return (await client.post(f"{served.url}/predict", json=big, headers=served.headers)).status_code
+            return await asyncio.gather(*(one() for _ in range(48)))
+
+    codes = asyncio.run(burst())
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(503) > 0 and codes.count(200) > 0, codes
+    assert post(served, RECORD).status_code == 200  # and it recovers
+
+
+def test_serve_build_config_deploys_with_serve_deploy(served, workspace, cluster):
+    """`rayline serve build` writes a Serve config that the stock `serve deploy` accepts."""
+    import subprocess
+
+    import yaml
+
+    from tests.integration.conftest import BIN, wait_for
+
+    result = workspace.rayline("serve", "build", "spec.yaml", "-o", "serve_config.yaml")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((workspace.path / "serve_config.yaml").read_text())
+    app = config["applications"][0]
+    assert app["import_path"] == "serve.app:app_builder" and app["args"]["variants"] == {"control": "1"}
+    assert "test-key" not in (workspace.path / "serve_config.yaml").read_text()  # secrets stay ${VAR}
+    # `serve deploy` declares every application of the cluster: the file keeps the app
+    # `rayline serve` runs and adds a second one from the same config at another prefix.
+    second = {**app, "name": "churn-deployed", "route_prefix": "/deployed"}
+    config["applications"] = [app, second]
+    config["http_options"]["port"] = int(served.url.rsplit(":", 1)[1])
+    (workspace.path / "deployed.yaml").write_text(yaml.safe_dump(config))
+
+    def serve_deploy(path: str) -> None:
+        done = subprocess.run([str(BIN / "serve"), "deploy", path, "--address", cluster.dashboard],
+                              cwd=workspace.path, env=workspace.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    serve_deploy("deployed.yaml")
+    try:
+        wait_for(f"{served.url}/deployed/ready", 180)
+        response = httpx.post(f"{served.url}/deployed/predict", json=RECORD, headers=served.headers, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["model_version"] == "1"
+        assert post(served, RECORD).status_code == 200  # the first app kept serving
+    finally:
+        config["applications"] = [app]
+        (workspace.path / "deployed.yaml").write_text(yaml.safe_dump(config))
+        serve_deploy("deployed.yaml")
