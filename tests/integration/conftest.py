@@ -70,6 +70,8 @@ def cluster(tmp_path_factory) -> Cluster:
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=4",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         # The job agent's fixed default port (52365) may be held by another cluster on the host.
+         f"--dashboard-agent-listen-port={free_port()}",
          "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
