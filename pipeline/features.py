@@ -442,14 +442,37 @@ class FeaturePipeline:
         self._check_fitted()
         if not isinstance(df, pd.DataFrame):
             raise FeatureError(f"transform needs a pandas DataFrame, got {type(df).__name__}")
+        matrix = self._frame_matrix(df)
+        return pd.DataFrame(matrix, index=df.index, columns=list(self._output_columns), copy=False)
+
+    def transform_table(self, table):
+        """`transform` for an Arrow table, Ray Data's own block format:
+        `ds.map_batches(pipeline.transform_table, batch_format="pyarrow")`. The same float64
+        values as `transform` on the batch Ray Data would hand over as pandas, as an Arrow table
+        of `output_columns`; only the columns the pipeline reads are converted, and the output
+        columns are handed to Arrow without another copy."""
+        import pyarrow as pa
+
+        self._check_fitted()
+        if not isinstance(table, pa.Table):
+            raise FeatureError(f"transform_table needs a pyarrow Table, got {type(table).__name__}")
+        missing = [c for c in self._required if c not in table.column_names]
+        if missing:
+            self._read_frame(pd.DataFrame(columns=table.column_names))  # raises, naming them
+        frame = table.select(self._required).to_pandas(types_mapper=pd.ArrowDtype)
+        matrix = self._frame_matrix(frame)
+        return pa.Table.from_arrays([pa.array(matrix[:, j]) for j in range(matrix.shape[1])],
+                                    names=list(self._output_columns))
+
+    def _frame_matrix(self, df: pd.DataFrame) -> np.ndarray:
         values, texts = self._read_frame(df)
         counters = _new_counters()
         state = self._execute(values, texts, len(df), small=False, counters=counters, fit=False)
         matrix = np.empty((len(df), len(self._output_columns)), dtype=np.float64, order="F")
         for j, name in enumerate(self._output_columns):
-            matrix[:, j] = state[name]
+            _fill(matrix, j, state[name])
         self._merge(counters, len(df))
-        return pd.DataFrame(matrix, index=df.index, columns=list(self._output_columns), copy=False)
+        return matrix
 
     def transform_records(self, records: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
         """JSON records (a list of dicts, or one dict) -> float64 array (n, len(output_columns)),
@@ -484,7 +507,7 @@ class FeaturePipeline:
         state = self._execute(values, texts, n, small=True, counters=counters, fit=False)
         out = np.empty((n, len(self._output_columns)), dtype=np.float64)
         for j, name in enumerate(self._output_columns):
-            out[:, j] = state[name]
+            _fill(out, j, state[name])
         self._merge(counters, n)
         return out
 
@@ -618,8 +641,10 @@ class FeaturePipeline:
             elif (kind == BOOLEAN and str(dtype) == "boolean") or (
                     kind == NUMERIC and pd.api.types.is_extension_array_dtype(dtype)
                     and (pd.api.types.is_numeric_dtype(dtype) or str(dtype) == "boolean")):
-                # nullable Int64/Float64/boolean (and Arrow-backed numbers): NA -> NaN
-                x = series.to_numpy(dtype=np.float64, na_value=np.nan)
+                # nullable Int64/Float64/boolean (and Arrow-backed numbers): NA -> NaN; always
+                # a copy (without NA pandas may hand out its own buffer, and the steps work in
+                # place on what this returns)
+                x = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
             else:
                 convert = _to_float if kind == NUMERIC else _to_bool
                 codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -654,6 +679,7 @@ class FeaturePipeline:
                 if counters is not None:
                     _count(counters, "division_by_zero", name, zeros)
         runtime = self._runtime
+        read_later = self._read_later() if fit else None
         with np.errstate(all="ignore"):
             for i, step in enumerate(self._steps):
                 method = step["method"]
@@ -668,8 +694,18 @@ class FeaturePipeline:
                 else:
                     compiled = runtime[i]
                 for col in step["columns"]:
-                    result = _apply_column(method, step, compiled, col, state.pop(col), small,
-                                           counters)
+                    x = state.pop(col)
+                    names = compiled[col][3] if method == "one_hot" else [col]
+                    if fit and read_later[i].isdisjoint([col, *names]):
+                        # Fitting only needs the output layout from here on: applying the
+                        # step (a dense one-hot block, a final imputation) would be thrown away.
+                        if method == "one_hot":
+                            at = layout.index(col)
+                            layout[at:at + 1] = list(names)
+                        continue
+                    if isinstance(x, _Indicator):
+                        x = x.dense()
+                    result = _apply_column(method, step, compiled, col, x, small, counters)
                     if isinstance(result, dict):  # one_hot
                         state.update(result)
                         at = layout.index(col)
@@ -677,6 +713,15 @@ class FeaturePipeline:
                     else:
                         state[col] = result
         return layout if fit else state
+
+    def _read_later(self) -> list[set]:
+        """Per step, the columns some later step reads."""
+        out: list[set] = []
+        seen: set = set()
+        for step in reversed(self._steps):
+            out.append(set(seen))
+            seen.update(step["columns"])
+        return out[::-1]
 
     def _compile(self) -> None:
         self._runtime = [_compile_step(s) for s in self._steps]
@@ -811,14 +856,38 @@ def _compile_step(step: dict) -> dict:
 _UNKNOWN = -3  # lookup marker: a value the encoder did not see in training
 
 
+class _Indicator:
+    """One one-hot output column, kept as (codes, j) until it is written into the output matrix
+    (a dense float64 array per category would be made only to be copied there)."""
+
+    __slots__ = ("codes", "j")
+
+    def __init__(self, codes: np.ndarray, j: int):
+        self.codes, self.j = codes, j
+
+    def dense(self) -> np.ndarray:
+        return (self.codes == self.j).astype(np.float64)
+
+
+def _fill(matrix: np.ndarray, j: int, column) -> None:
+    if isinstance(column, _Indicator):
+        matrix[:, j] = column.codes == column.j
+    else:
+        matrix[:, j] = column
+
+
 def _apply_column(method: str, step: dict, compiled: dict, col: str, x: np.ndarray, small: bool,
                   counters: Optional[dict]):
+    # Numeric arrays reaching a step belong to this pipeline run (read fresh from the input,
+    # or a step's own result), so numeric steps work in place: same bits, no new arrays.
     fitted = step["fitted"][col]
     if method == "standard_scaler":
-        return (x - fitted["mean"]) / fitted["std"]
+        np.subtract(x, fitted["mean"], out=x)
+        return np.divide(x, fitted["std"], out=x)
     if method == "min_max_scaler":
         span = fitted["max"] - fitted["min"]
-        return (x - fitted["min"]) / (span if span > 0 else 1.0)
+        np.subtract(x, fitted["min"], out=x)
+        return np.divide(x, span if span > 0 else 1.0, out=x)
     if method == "log":
         negative = x < 0
         if counters is not None:
@@ -846,7 +915,7 @@ def _apply_column(method: str, step: dict, compiled: dict, col: str, x: np.ndarr
             missing = np.isnan(x)
             filled = int(np.count_nonzero(missing))
             if filled:
-                x = np.where(missing, value, x)
+                x[missing] = value
         if counters is not None:
             _count(counters, "nulls_imputed", col, filled)
         return x
@@ -858,7 +927,7 @@ def _apply_column(method: str, step: dict, compiled: dict, col: str, x: np.ndarr
         if counters is not None:
             _count(counters, "unknown_categories", col, np.count_nonzero(is_unknown))
         codes[is_unknown] = unknown
-        return {name: (codes == j).astype(np.float64) for j, name in enumerate(names)}
+        return {name: _Indicator(codes, j) for j, name in enumerate(names)}
     if method == "ordinal":
         codes = _lookup(labels, compiled[col], -2, _UNKNOWN, small)
         is_unknown = codes == _UNKNOWN

@@ -161,9 +161,14 @@ def _num(value: Any, unbounded: str) -> str:
 
 _SUITES: dict[str, Any] = {}
 
+# COMPLETE: every failing row's index comes back. The index query (a string listing those
+# indices again) is not needed.
+_RESULT_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
+
 
 def _ge_validation(rules: list[Rule]):
-    """One ephemeral GE context and suite per worker process, built on first use."""
+    """(batch definition, suite): one ephemeral GE context and suite per worker process, built on
+    first use."""
     key = json.dumps([asdict(r) for r in rules], sort_keys=True, default=str)
     if key in _SUITES:
         return _SUITES[key]
@@ -177,17 +182,25 @@ def _ge_validation(rules: list[Rule]):
     batch_def = (ctx.data_sources.add_pandas("rayline").add_dataframe_asset("batch")
                  .add_batch_definition_whole_dataframe("whole"))
     suite = ctx.suites.add(gx.ExpectationSuite(name="rayline"))
-    keys: list[str] = []
     for rule in rules:
         expectation = _ge_expectation(gxe, rule)
         if expectation is not None:
             expectation.meta = {"rayline_rule": rule.key}
             suite.add_expectation(expectation)
-            keys.append(rule.key)
-    validation = ctx.validation_definitions.add(
-        gx.ValidationDefinition(name="rayline", data=batch_def, suite=suite))
-    _SUITES[key] = validation
-    return validation
+    _SUITES[key] = (batch_def, suite)
+    return _SUITES[key]
+
+
+def _run_suite(rules: list[Rule], frame: pd.DataFrame):
+    """The suite's result on one frame: what ValidationDefinition.run does, without storing the
+    result in the context (and without building the batch twice, as Batch.validate does: GE
+    fingerprints every batch by hashing all of its values)."""
+    from great_expectations.validator.v1_validator import Validator
+
+    batch_def, suite = _ge_validation(rules)
+    validator = Validator(batch_definition=batch_def, result_format=_RESULT_FORMAT,
+                          batch_parameters={"dataframe": frame})
+    return validator.validate_expectation_suite(suite)
 
 
 def _ge_expectation(gxe, rule: Rule):
@@ -209,36 +222,63 @@ def flag_batch(batch: pd.DataFrame, rules: list[Rule],
     """The batch with a REASONS column: ';'-joined rule keys each row broke ('' = passed).
 
     `duplicates` holds, per `unique` column, the values seen more than once in the whole
-    dataset (found beforehand with a Ray Data groupby: uniqueness is not a per-batch property,
+    dataset (found beforehand over the whole dataset: uniqueness is not a per-batch property,
     so GE's per-batch unique expectation would miss duplicates across blocks)."""
-    frame = batch.reset_index(drop=True)
-    reasons: list[list[str]] = [[] for _ in range(len(frame))]
+    out = batch.reset_index(drop=True)  # a copy: the caller's frame is left alone
+    out[REASONS] = batch_reasons(out, rules, duplicates)
+    return out
+
+
+def _flag_table(table, rules: list[Rule], duplicates: dict[str, list] | None = None):
+    """flag_batch on an Arrow block (Ray Data's own format): only the columns the rules read are
+    converted to pandas, and the block's other columns go through untouched (no copy)."""
+    import pyarrow as pa
+
+    needed = list(dict.fromkeys(r.column for r in rules))
+    frame = table.select(needed).to_pandas(types_mapper=pd.ArrowDtype)  # as Ray Data's pandas batches
+    reasons = batch_reasons(frame, rules, duplicates)
+    if REASONS in table.column_names:
+        table = table.drop_columns([REASONS])
+    return table.append_column(REASONS, pa.array(reasons, type=pa.string()))
+
+
+def batch_reasons(frame: pd.DataFrame, rules: list[Rule],
+                  duplicates: dict[str, list] | None = None) -> np.ndarray:
+    """One string per row of `frame` (any index): ';'-joined keys of the rules it broke."""
+    n = len(frame)
+    found: list[tuple[str, np.ndarray]] = []  # (rule key, row positions) in reason order
     for column, values in (duplicates or {}).items():
-        if values and len(frame):
-            for i in np.flatnonzero(frame[column].isin(values).to_numpy()):
-                reasons[i].append(f"{column}:unique")
-    if len(frame):
+        if values and n:
+            found.append((f"{column}:unique", np.flatnonzero(frame[column].isin(values).to_numpy())))
+    if n:
         for rule in rules:
             if rule.rule == "type":
-                for i in np.flatnonzero(~_type_ok(frame[rule.column], rule.params["type"])):
-                    reasons[i].append(rule.key)
-        if any(r.rule not in ("type", "unique") for r in rules):
-            checked, unreadable = _prepared_for_ge(frame, rules)
-            for key, rows in unreadable.items():
-                for i in rows:
-                    reasons[i].append(key)
-            validation = _ge_validation(rules)
-            result = validation.run(batch_parameters={"dataframe": checked},
-                                    result_format={"result_format": "COMPLETE"})
+                found.append((rule.key, np.flatnonzero(~_type_ok(frame[rule.column], rule.params["type"]))))
+        ge_rules = [r for r in rules if r.rule not in ("type", "unique")]
+        if ge_rules:
+            checked, unreadable = _prepared_for_ge(frame, ge_rules)
+            found.extend(unreadable.items())
+            result = _run_suite(rules, checked)
             for res in result.results:
                 _raise_if_ge_failed(res)
                 if res.success:
                     continue
                 key = res.expectation_config.meta["rayline_rule"]
-                for i in res.result.get("unexpected_index_list") or []:
-                    reasons[int(i)].append(key)
-    out = frame.copy()
-    out[REASONS] = [";".join(r) for r in reasons]
+                found.append((key, np.asarray(res.result.get("unexpected_index_list") or [],
+                                              dtype=np.int64)))
+    return _join_reasons(n, found)
+
+
+def _join_reasons(n: int, found: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Rows with no reason get '' (most rows: no per-row Python work); the others their keys,
+    ';'-joined in the order they were found."""
+    out = np.full(n, "", dtype=object)
+    per_row: dict[int, list[str]] = {}
+    for key, rows in found:
+        for i in rows.tolist():
+            per_row.setdefault(i, []).append(key)
+    for i, keys in per_row.items():
+        out[i] = ";".join(keys)
     return out
 
 
@@ -254,29 +294,64 @@ def _raise_if_ge_failed(res) -> None:
                                f"{entry.get('exception_message')}")
 
 
-def _prepared_for_ge(frame: pd.DataFrame, rules: list[Rule]) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+def _prepared_for_ge(frame: pd.DataFrame, rules: list[Rule]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The frame as GE should see it, and the rows that break a rule before GE looks.
 
+    - Only the columns the rules read, with a positional index: GE filters the whole frame it is
+      given once or twice per expectation, so every other column would be copied for nothing.
     - `range` needs numbers: a text column is converted, and a value that is not a number
-      breaks the range rule itself (GE would raise on mixed types and report nothing).
+      breaks the range rule itself (GE would raise on mixed types and report nothing). Numbers
+      that are not numpy int64/float64 (Arrow-backed columns as Ray Data hands them over,
+      nullable Int64, float32) become float64 with NaN for null: GE compares only those two
+      dtypes vectorised, anything else one Python call per value.
     - `values: [0, 1]` must match a column read as 0/1 ints and as '0'/'1' strings alike.
     """
-    out = frame.copy()
-    unreadable: dict[str, list[int]] = {}
+    columns = list(dict.fromkeys(r.column for r in rules))
+    out = pd.DataFrame({c: frame[c].to_numpy(copy=False) if isinstance(frame[c].dtype, np.dtype)
+                        else frame[c].array for c in columns}, index=pd.RangeIndex(len(frame)))
+    unreadable: dict[str, np.ndarray] = {}
     for rule in rules:
-        col = frame[rule.column]
-        if rule.rule == "range" and not pd.api.types.is_numeric_dtype(col):
-            numbers = pd.to_numeric(col, errors="coerce")
-            bad = col.notna().to_numpy() & numbers.isna().to_numpy()
-            unreadable[rule.key] = list(np.flatnonzero(bad))
-            out[rule.column] = numbers
+        col = out[rule.column]
+        if rule.rule == "range":
+            if not pd.api.types.is_numeric_dtype(col):
+                numbers = pd.to_numeric(col, errors="coerce")
+                bad = col.notna().to_numpy() & numbers.isna().to_numpy()
+                unreadable[rule.key] = np.flatnonzero(bad)
+                col = numbers
+            if not pd.api.types.is_bool_dtype(col) and col.dtype not in (np.int64, np.float64):
+                col = pd.Series(col.to_numpy(dtype=np.float64, na_value=np.nan), index=out.index)
+            out[rule.column] = col
         elif rule.rule == "values" and (col.dtype == object or pd.api.types.is_string_dtype(col)):
             wanted = rule.params["values"]
             if any(not isinstance(v, str) for v in wanted):
                 lookup = {str(v): v for v in wanted}
                 out[rule.column] = col.astype(object).map(
                     lambda v: v if _is_null(v) else lookup.get(str(v), v))
+    for name in columns:
+        out[name] = _cheap_for_ge(out[name])
     return out, unreadable
+
+
+def _cheap_for_ge(col: pd.Series) -> pd.Series:
+    """The same values in a dtype GE's pandas engine filters fast (it takes every column of the
+    frame by a boolean mask once or twice per expectation): text -> categorical (integer codes
+    instead of strings), Arrow-backed numbers -> numpy where that is exact (floats, and integers
+    without nulls). Anything else is left as it is."""
+    dtype = col.dtype
+    if isinstance(dtype, pd.StringDtype):
+        return col.astype("category")
+    if not isinstance(dtype, pd.ArrowDtype):
+        return col
+    import pyarrow as pa
+
+    kind = dtype.pyarrow_dtype
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return col.astype("category")
+    if pa.types.is_floating(kind):
+        return pd.Series(col.to_numpy(dtype=np.float64, na_value=np.nan), index=col.index)
+    if pa.types.is_integer(kind) and not col.hasnans:
+        return pd.Series(col.to_numpy(), index=col.index)
+    return col
 
 
 def _is_null(value: Any) -> bool:
@@ -291,7 +366,10 @@ def _type_ok(col: pd.Series, kind: str) -> np.ndarray:
         numbers = pd.to_numeric(col, errors="coerce")
         ok = numbers.notna().to_numpy() | ~present
         if kind == "integer":
-            ok &= ~present | (numbers.fillna(0) % 1 == 0).to_numpy()
+            # as float64 numpy: Arrow-backed columns (Ray Data's pandas batches) have no `%`
+            values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+            whole = np.where(np.isnan(values), 0.0, values) % 1 == 0
+            ok &= ~present | whole
         return ok
     if kind == "boolean":
         return ~present | col.map(lambda v: isinstance(v, (bool, np.bool_)) or v in (0, 1, "true", "false",
@@ -307,15 +385,23 @@ def report_from_bad_rows(rules: list[Rule], total_rows: int, bad: pd.DataFrame,
                          id_column: str | None, table_failures: list[str]) -> ValidationReport:
     by_key: dict[str, RuleResult] = {
         r.key: RuleResult(r.column, r.rule, r.detail, checked=total_rows, failed=0) for r in rules}
-    for _, row in bad.iterrows():
-        for key in filter(None, row[REASONS].split(";")):
-            result = by_key[key]
-            result.failed += 1
-            if len(result.samples) < SAMPLE_SIZE:
-                sample = {"value": _plain(row[result.column])}
-                if id_column and id_column in row:
-                    sample["id"] = _plain(row[id_column])
-                result.samples.append(sample)
+    # Count from the reasons strings alone; only the few sampled rows become row objects.
+    sampled: dict[str, list[int]] = {key: [] for key in by_key}
+    for i, text in enumerate(bad[REASONS].tolist() if len(bad) else []):
+        for key in filter(None, text.split(";")):
+            by_key[key].failed += 1
+            if len(sampled[key]) < SAMPLE_SIZE:
+                sampled[key].append(i)
+    wanted = sorted({i for rows in sampled.values() for i in rows})
+    rows = dict(zip(wanted, (row for _, row in bad.iloc[wanted].iterrows()))) if wanted else {}
+    for key, positions in sampled.items():
+        result = by_key[key]
+        for i in positions:
+            row = rows[i]
+            sample = {"value": _plain(row[result.column])}
+            if id_column and id_column in row:
+                sample["id"] = _plain(row[id_column])
+            result.samples.append(sample)
     return ValidationReport(rows=total_rows, bad_rows=len(bad), results=list(by_key.values()),
                             table_failures=table_failures)
 
@@ -323,7 +409,7 @@ def report_from_bad_rows(rules: list[Rule], total_rows: int, bad: pd.DataFrame,
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and np.isnan(value):
+    if value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return None
     return value
 
@@ -343,13 +429,81 @@ def table_checks(expectations: Expectations, row_count: int, columns: list[str],
     return failures
 
 
-def duplicate_values(ds, column: str) -> list:
-    """Values of `column` that occur more than once in the whole dataset (nulls aside)."""
-    from ray.data.expressions import col
+_COUNT_TASK = None
 
-    counts = ds.select_columns([column]).groupby(column).count()
-    dupes = counts.filter(expr=col("count()") > 1).to_pandas()
-    return [v for v in dupes[column].tolist() if not _is_null(v)]
+
+def duplicate_values(ds, column: str) -> list:
+    """Values of `column` that occur more than once in the whole dataset (nulls aside).
+
+    Each block's values are counted where the block is, reading only `column`, and the driver
+    adds the counts up (a Ray Data groupby did the same with a full shuffle, several times
+    slower). A materialised dataset gets one small Ray task per block; a lazy one is streamed
+    (the read only loads `column`), so nothing else of it is held in memory."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from ray.data.dataset import MaterializedDataset
+
+    if isinstance(ds, MaterializedDataset):
+        import ray
+
+        global _COUNT_TASK
+        if _COUNT_TASK is None:
+            _COUNT_TASK = ray.remote(_block_value_counts)
+        parts = ray.get([_COUNT_TASK.remote(block, column) for block in ds.to_arrow_refs()])
+    else:
+        counted = ds.select_columns([column]).map_batches(
+            _block_value_counts, fn_kwargs={"column": column}, batch_format="pyarrow",
+            batch_size=None)
+        parts = list(counted.iter_batches(batch_format="pyarrow", batch_size=None))
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        return []
+    table = pa.concat_tables(parts, promote_options="permissive")
+    # Sorted, a value is repeated when a block saw it twice or its neighbour equals it. (A hash
+    # group-by of 10M distinct ids needs about three times the memory of this.)
+    order = pc.sort_indices(table["value"])
+    values = pc.take(table["value"], order).combine_chunks()
+    counts = pc.take(table["count"], order).combine_chunks()
+    del table, order
+    repeated = pc.greater(counts, 1)
+    if len(values) > 1:
+        same = pc.fill_null(pc.equal(values[1:], values[:-1]), False)
+        after = pa.concat_arrays([pa.array([False]), same])    # equals the one before it
+        before = pa.concat_arrays([same, pa.array([False])])   # equals the one after it
+        repeated = pc.or_(pc.or_(repeated, after), before)
+    dupes = pc.unique(values.filter(repeated)).to_pylist()
+    return [v for v in dupes if not _is_null(v)]
+
+
+def _block_value_counts(block, column: str):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(block.column(column))
+    return pa.table({"value": counts.field("values"), "count": counts.field("counts")})
+
+
+def flag_dataset(ds, spec):
+    """(the rules that apply to ds's columns, ds with a REASONS column per row, lazily).
+
+    Nothing is materialised but the values of `unique` columns seen more than once (found first,
+    over the whole dataset); the flagged rows stream, so a caller that cannot hold the data can
+    write or consume them batch by batch. Each block is checked by the GE suite in a Ray worker,
+    Arrow in and Arrow out: only the columns the rules read become pandas, the rest of the block
+    passes through untouched."""
+    columns = list(ds.schema().names)
+    rules = [r for r in rules_for(spec.expectations) if r.column in columns]
+    if not rules:
+        return rules, ds.map_batches(_no_reasons, batch_format="pyarrow", batch_size=None)
+    duplicates = {r.column: duplicate_values(ds, r.column) for r in rules if r.rule == "unique"}
+    return rules, ds.map_batches(_flag_table, fn_kwargs={"rules": rules, "duplicates": duplicates},
+                                 batch_format="pyarrow", batch_size=None)
+
+
+def _no_reasons(table):
+    import pyarrow as pa
+
+    return table.append_column(REASONS, pa.array([""] * table.num_rows, type=pa.string()))
 
 
 def validate_dataset(ds, spec):
@@ -364,9 +518,8 @@ def validate_dataset(ds, spec):
     columns = list(ds.schema().names)
     rules = [r for r in rules_for(expectations) if r.column in columns]
     if rules:
-        duplicates = {r.column: duplicate_values(ds, r.column) for r in rules if r.rule == "unique"}
-        flagged = ds.map_batches(flag_batch, fn_kwargs={"rules": rules, "duplicates": duplicates},
-                                 batch_format="pandas", batch_size=None).materialize()
+        # One validation pass, kept: the bad rows and the passed rows are both read from it.
+        flagged = flag_dataset(ds, spec)[1].materialize()
         bad = flagged.filter(expr=col(REASONS) != lit("")).to_pandas()
         total = flagged.count()
     else:
