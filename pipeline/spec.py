@@ -551,6 +551,11 @@ class RestServing(Model):
     batch_wait_timeout: Duration = 0.002
     request_timeout: Duration = 30.0
     max_body_bytes: int = Field(10_000_000, ge=1024)
+    # Logical CPUs each replica reserves (a scheduling label: it does not cap the threads a
+    # replica uses). Serve's default of 1 per replica puts an A/B pair of model deployments
+    # plus the ingress past a laptop's CPUs and starves training and Ray Data beside them.
+    model_cpus: float = Field(0.5, gt=0)
+    ingress_cpus: float = Field(0.25, gt=0)
     containerized: bool = False                 # seed: image-based deploys (cluster/ manifests)
     scaling: Optional[Literal["kubernetes_hpa", "ray_autoscaler"]] = None  # seed wording
 

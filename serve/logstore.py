@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Optional
 
+import pydantic_core
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -52,7 +53,8 @@ class LogStore:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA busy_timeout=10000")
         metadata.create_all(self.engine)
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[Any] = []   # rows (dicts) or whole requests (tuples, see add_request)
+        self._pending = 0
         self._lock = threading.Lock()
         self._write = threading.Lock()  # one writer at a time: the flusher or a caller
         self._max = max_buffer
@@ -65,7 +67,21 @@ class LogStore:
     def add_predictions(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
             self._buffer.extend(rows)
-            if len(self._buffer) >= self._max:
+            self._pending += len(rows)
+            if self._pending >= self._max:
+                self._wake.set()
+
+    def add_request(self, request_id: str, model_name: str, version: str, variant: str,
+                    records: list[dict], outputs: list[dict], keys: list[Optional[str]],
+                    positions: list[int], latency_ms: float, shadow: bool = False) -> None:
+        """One request's predictions (records[positions[k]] scored as outputs[k]), kept as they
+        are: the rows and their JSON are made by the flusher, off the request path."""
+        entry = (request_id, model_name, version, variant, records, outputs, keys, positions,
+                 latency_ms, shadow, time.time())
+        with self._lock:
+            self._buffer.append(entry)
+            self._pending += len(positions)
+            if self._pending >= self._max:
                 self._wake.set()
 
     def _flush_every(self, seconds: float) -> None:
@@ -80,7 +96,8 @@ class LogStore:
     def flush(self) -> int:
         with self._write:
             with self._lock:
-                rows, self._buffer = self._buffer, []
+                entries, self._buffer, self._pending = self._buffer, [], 0
+            rows = _expand(entries)
             if rows:
                 try:
                     with self.engine.begin() as conn:
@@ -88,6 +105,7 @@ class LogStore:
                 except Exception:
                     with self._lock:
                         self._buffer[:0] = rows
+                        self._pending += len(rows)
                     raise
             return len(rows)
 
@@ -111,6 +129,27 @@ class LogStore:
                 "revenue": revenue, "extra": json.dumps(extra) if extra else None}])
 
 
+def _expand(entries: list[Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            rows.append(entry)
+            continue
+        request_id, name, version, variant, records, outputs, keys, positions, latency, shadow, ts = entry
+        rows.extend({"request_id": request_id, "position": pos, "ts": ts, "model_name": name,
+                     "model_version": version, "variant": variant, "assignment_key": keys[pos],
+                     "record": _json(records[pos]), "prediction": _json(output),
+                     "latency_ms": latency, "shadow": shadow}
+                    for pos, output in zip(positions, outputs))
+    return rows
+
+
+def _json(value: Any) -> str:
+    # pydantic-core's encoder: ~10x json.dumps(default=str) per small dict; non-JSON values
+    # (numpy scalars, dates) fall back to str as before.
+    return pydantic_core.to_json(value, fallback=str, inf_nan_mode="null").decode()
+
+
 def prediction_rows(request_id: str, model_name: str, version: str, variant: str,
                     records: list[dict], outputs: list[dict], keys: list[Optional[str]],
                     latency_ms: float, shadow: bool = False, positions: Optional[list[int]] = None) -> list[dict]:
@@ -118,6 +157,6 @@ def prediction_rows(request_id: str, model_name: str, version: str, variant: str
     positions = positions if positions is not None else list(range(len(records)))
     return [{"request_id": request_id, "position": pos, "ts": now, "model_name": model_name,
              "model_version": version, "variant": variant, "assignment_key": key,
-             "record": json.dumps(record, default=str), "prediction": json.dumps(output, default=str),
+             "record": _json(record), "prediction": _json(output),
              "latency_ms": latency_ms, "shadow": shadow}
             for pos, record, output, key in zip(positions, records, outputs, keys)]

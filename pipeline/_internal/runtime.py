@@ -62,12 +62,29 @@ class TrainPlan:
 
 
 def cluster_shape() -> tuple[float, int, float]:
-    """(total CPUs, alive nodes, total GPUs) as Ray reports them."""
+    """(CPUs free for new work, alive nodes, total GPUs) as Ray reports them.
+
+    Plans are sized on the CPUs free now, not the cluster's total: on a shared cluster Serve
+    replicas, other jobs' actors and a running search hold CPUs this run cannot have, and a
+    worker group sized on the total waits forever for slots that never free."""
     import ray
 
     resources = ray.cluster_resources()
+    total = float(resources.get("CPU", 1))
+    free = float(ray.available_resources().get("CPU", 0.0))
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    return float(resources.get("CPU", 1)), max(1, nodes), float(resources.get("GPU", 0))
+    return min(total, max(1.0, free)), max(1, nodes), float(resources.get("GPU", 0))
+
+
+def describe_cluster(started: bool) -> str:
+    """The stage note for the Ray stage: where the run is and what it may use."""
+    import ray
+
+    cpus, nodes, _ = cluster_shape()
+    total = float(ray.cluster_resources().get("CPU", 1))
+    where = "local cluster" if started else "connected"
+    held = f" ({total - cpus:g} of {total:g} held by other work)" if total - cpus >= 0.5 else ""
+    return f"{where}: {cpus:g} CPUs free{held} on {nodes} node(s)"
 
 
 def plan_training(scaling: Scaling, cpus: float, nodes: int, gpus: float) -> TrainPlan:

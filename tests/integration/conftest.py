@@ -156,7 +156,7 @@ def served(workspace, trained) -> Served:
                             cwd=workspace.path, env=workspace.env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{url}/health", 180, proc)
+        wait_for(f"{url}/ready", 240, proc)  # every variant loaded, not only the ingress up
         yield Served(url=url, headers={"X-API-Key": API_KEY})
     finally:
         proc.send_signal(signal.SIGINT)

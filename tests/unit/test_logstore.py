@@ -25,7 +25,7 @@ def test_predictions_are_flushed_in_the_background(tmp_path):
     got = sqlite3.connect(tmp_path / "s.db").execute(
         "select request_id, position, model_version, variant, assignment_key, record from predictions "
         "order by position").fetchall()
-    assert got[2] == ("r1", 2, "3", "treatment", "user-2", '{"x": 2}')
+    assert got[2] == ("r1", 2, "3", "treatment", "user-2", '{"x":2}')
     store.close()
 
 
@@ -45,3 +45,21 @@ def test_close_writes_what_is_buffered(tmp_path):
     store.add_predictions(rows("r4", 5))
     store.close()
     assert sqlite3.connect(tmp_path / "s.db").execute("select count(*) from predictions").fetchone()[0] == 5
+
+
+def test_a_request_is_logged_one_row_per_record_at_its_position(tmp_path):
+    """add_request keeps the request whole; the flush writes one row per record it scored, at
+    the record's position in the request, with that record's key (here an A/B split: the
+    treatment scored records 1 and 3 of four)."""
+    store = LogStore(f"sqlite:///{tmp_path}/s.db", flush_s=60)
+    records = [{"x": i, "when": float("nan") if i == 3 else i / 2} for i in range(4)]
+    keys = [f"user-{i}" for i in range(4)]
+    store.add_request("r5", "churn", "4", "treatment", records, [{"prediction": 1}, {"prediction": 0}],
+                      keys, [1, 3], 2.5, shadow=True)
+    assert store.known("r5")
+    got = sqlite3.connect(tmp_path / "s.db").execute(
+        "select position, model_version, variant, assignment_key, record, prediction, latency_ms, shadow "
+        "from predictions order by position").fetchall()
+    assert got == [(1, "4", "treatment", "user-1", '{"x":1,"when":0.5}', '{"prediction":1}', 2.5, 1),
+                   (3, "4", "treatment", "user-3", '{"x":3,"when":null}', '{"prediction":0}', 2.5, 1)]
+    store.close()
