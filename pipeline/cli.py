@@ -388,6 +388,9 @@ def stream(spec_path: Path = SpecArg,
 
     spec = _load(spec_path)
     quiet_libraries(verbose)
+    if spec.serving("streaming") is None:
+        _fail("nothing to stream", [f"{spec_path}: serving_options has no `name: streaming` entry "
+                                    "(bootstrap_servers, input_topic, output_topic, ...)"])
     try:
         parts = [int(p) for p in partitions.split(",")] if partitions else None
     except ValueError:
@@ -399,8 +402,8 @@ def stream(spec_path: Path = SpecArg,
     except LookupError as exc:
         _fail("cannot stream", [str(exc)])
     except StreamError as exc:
-        _fail("stream stopped", [str(exc)], code=2)
-    out.print(json.dumps({"stream": stats.as_dict()}), highlight=False, soft_wrap=True)
+        _fail("stream failed", [str(exc)], code=2)
+    out.print(json.dumps({"stream": stats.as_dict()}), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
