@@ -5,8 +5,16 @@ The arrays reach the workers through the object store (each takes every world_si
 row): they are already in the driver's memory, and a Ray Data streaming split adds seconds of
 fixed cost. Fault tolerance: a checkpoint (model.ubj + early-stopping state) every
 `checkpoint_every` rounds (default max(10, rounds // 10)) and at the end; a restarted run loads
-`ray.train.get_checkpoint()` and boosts only the rounds still to go. Reports stay that rare
-because each costs ~1.8 s here (RayTrainReportCallback reports every round).
+`ray.train.get_checkpoint()` and boosts only the rounds still to go.
+
+Two things Ray Train does not do for us on a small node (benchmarks/train_xgboost.py measures
+them): its controller takes one report per poll of the workers and polls every 2 s, so each
+checkpoint held training up for up to 2 s (the "~1.8 s a report") and the end of a run was seen
+up to 2 s late: `fit()` runs with a 0.25 s poll (`_fast_polling`). And a single worker gets the
+plan's CPUs, one fewer than the node has (the spare is for Ray Data), but while xgboost trains
+on arrays from the object store nothing reads through Ray Data: its threads use that core too
+(`_threads`; `openmp_threads` lifts the OMP_NUM_THREADS cap Ray sets, which would otherwise
+hold xgboost to the reserved CPUs whatever `nthread` says).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,12 @@ import numpy as np
 from pipeline.models.base import TrainData, TrainedModel, crash_once_for_test
 
 _SPEC_ALIASES = {"n_estimators": "num_boost_round", "learning_rate": "eta"}
+
+# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
+# default) and takes one report per poll from a queue of one: a worker reporting a checkpoint
+# blocks until the previous one was taken. 0.25 s keeps reports a few ms each; a poll is a few
+# ms of work, and a slow one is waited on, not counted as a failure (that takes 10 minutes).
+POLL_INTERVAL_S = "0.25"
 
 
 class XGBoostModel(TrainedModel):
@@ -88,7 +103,7 @@ def booster_params(given: dict[str, Any], problem_type: str, n_classes: int, see
 
 
 def checkpoint_interval(rounds: int, given: dict[str, Any]) -> int:
-    """Boosting rounds between checkpoints: each report costs ~1.8 s here, so at most ~10."""
+    """Boosting rounds between checkpoints: at most ~10 a run (each writes and copies the model)."""
     return int(given.get("checkpoint_every") or max(10, rounds // 10))
 
 
@@ -182,20 +197,65 @@ def _train_fn(config: dict) -> None:
             booster.load_model(str(Path(ckpt) / "model.ubj"))
             progress = _Progress(json.loads((Path(ckpt) / "progress.json").read_text()))
     X_train, y_train, X_val, y_val = ray.get(config["data"])
-    # Each worker trains on its share of the rows; xgboost's collective joins the histograms.
-    dtrain = xgboost.DMatrix(X_train[rank::world], label=y_train[rank::world])
-    dval = xgboost.DMatrix(X_val, label=y_val)
+    params = {**config["params"]}
+    if params.get("device") != "cuda":
+        params["nthread"] = _threads(params["nthread"], world)
+    nthread = params["nthread"]
     done = booster.num_boosted_rounds() if booster is not None else 0
-    if done < config["rounds"] and not progress.stopped:
-        # xgb_model continues the checkpointed booster: num_boost_round counts the rounds to add.
-        booster = xgboost.train(config["params"], dtrain, num_boost_round=config["rounds"] - done,
-                                evals=[(dval, "validation")], xgb_model=booster,
-                                callbacks=[_callback(config, progress, rank)], verbose_eval=False)
+    with openmp_threads(nthread):
+        # Each worker trains on its share of the rows; xgboost's collective joins the histograms.
+        dtrain = xgboost.DMatrix(X_train[rank::world], label=y_train[rank::world], nthread=nthread)
+        dval = xgboost.DMatrix(X_val, label=y_val, nthread=nthread)
+        if done < config["rounds"] and not progress.stopped:
+            # xgb_model continues the checkpointed booster: num_boost_round counts the rounds to add.
+            booster = xgboost.train(params, dtrain, num_boost_round=config["rounds"] - done,
+                                    evals=[(dval, "validation")], xgb_model=booster,
+                                    callbacks=[_callback(config, progress, rank)], verbose_eval=False)
     rounds = booster.num_boosted_rounds()
     if config["early"] and 0 < progress.best_rounds < rounds:
         booster = booster[: progress.best_rounds]
     _report(_metrics(_metric_name(config["params"]), progress, booster.num_boosted_rounds(), True),
             booster, progress, rank)
+
+
+def _threads(planned: int, world: int) -> int:
+    """xgboost threads for this worker: the plan's CPUs, plus the one it keeps free for Ray Data
+    when a single worker trains (the arrays came through the object store, so nothing reads
+    through Ray Data meanwhile and that core would idle: on 2 CPUs, 2 threads instead of 1),
+    never more than the cores this process may run on (Ray's CPUs are labels: a node may
+    declare more than it has, and an OpenMP team larger than the cores only spins)."""
+    threads = planned + (1 if world == 1 else 0)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or threads
+    return max(1, min(threads, cores))
+
+
+@contextmanager
+def openmp_threads(n: int):
+    """Let xgboost's OpenMP use `n` threads in this thread. Ray sets OMP_NUM_THREADS to a
+    worker's (or Tune trial's) CPUs before xgboost loads, and that caps xgboost's `nthread`:
+    measured here, a 1-CPU worker with nthread=2 trained no faster than with 1."""
+    from threadpoolctl import threadpool_limits   # scikit-learn's dependency
+
+    with threadpool_limits(limits=max(1, int(n)), user_api="openmp"):
+        yield
+
+
+@contextmanager
+def _fast_polling():
+    """RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the trainers started inside (Ray Train hands the
+    driver's value to its controller), unless the environment sets it."""
+    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = POLL_INTERVAL_S
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def train_xgboost(data: TrainData, given: dict[str, Any],
@@ -225,7 +285,8 @@ def train_xgboost(data: TrainData, given: dict[str, Any],
             failure_config=ray.train.FailureConfig(max_failures=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
-    result = trainer.fit()
+    with _fast_polling():
+        result = trainer.fit()
     with result.checkpoint.as_directory() as ckpt:
         booster = xgboost.Booster()
         booster.load_model(str(Path(ckpt) / "model.ubj"))

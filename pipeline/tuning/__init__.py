@@ -17,8 +17,10 @@ What the spec means here:
   `model_params` still applies inside every trial and in the final retraining.
 * **Objective.** `tuning.objective` (`auto` = maximize f1_score / minimize rmse), any built-in or
   custom metric of the spec, measured on the validation split with `compute_metrics`.
-* **Trials.** One Tune function trial per configuration, `cpus_per_trial` CPUs each (threads of
-  xgboost / random forest), training in-process on arrays put in the object store once.
+* **Trials.** One Tune function trial per configuration, `cpus_per_trial` CPUs each, training
+  in-process on arrays put in the object store once; xgboost / random forest threads: those
+  CPUs, or an equal share of all of them when more (`trial_threads`: the CPU kept free idles
+  while trials fit).
   xgboost reports the objective every `report_every` rounds, so ASHA (`early_stopping: asha`)
   can stop a poor trial early; scikit-learn trials are one fit and one report.
 * **Records.** After the Tuner finishes, the driver logs one MLflow child run per trial under the

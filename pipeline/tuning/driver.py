@@ -18,7 +18,7 @@ from ray.tune import Callback
 
 from pipeline.spec import SearchChoice, SearchRange, Spec, SpecError
 from pipeline.tuning.searchers import make_searcher
-from pipeline.tuning.space import SearchPlan, search_plan, trial_resources
+from pipeline.tuning.space import SearchPlan, search_plan, trial_resources, trial_threads
 from pipeline.tuning.trial import ROUND_KEY, TrialData, run_trial, trial_dirname
 
 REPORTS_PER_TRIAL = 10              # xgboost: at most this many intermediate reports
@@ -98,9 +98,12 @@ def run_tuning(spec: Spec, data, stages, resume: bool = False) -> TuningResult:
     plan = search_plan(spec)
     for note in plan.notes:
         stages.info(note)
-    cpus, _, _ = runtime.cluster_shape()
+    cpus, nodes, _ = runtime.cluster_shape()
     concurrent, per, why = trial_resources(spec.tuning.max_concurrent_trials, spec.tuning.n_trials, cpus)
-    payload = trial_data(spec, data, plan, per)
+    threads = trial_threads(concurrent, per, cpus, nodes)
+    if threads != per:
+        why += f", {threads} threads each"
+    payload = trial_data(spec, data, plan, threads)
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=payload), {"cpu": per})
     path = experiment_path(spec)
     identity = _identity(spec, plan, payload)

@@ -17,6 +17,7 @@ key applies to searches `DEFAULT_SPACES[family]`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,3 +192,19 @@ def trial_resources(setting: Any, n_trials: int, cpus: float) -> tuple[int, int,
         concurrent = spare
     per = max(1, spare // concurrent)
     return concurrent, per, f"{concurrent} trial(s) at a time x {per} CPU: {why}"
+
+
+def trial_threads(concurrent: int, per: int, cpus: float, nodes: int = 1) -> int:
+    """Threads each trial's model trains with: its CPUs, or an equal share of all the CPUs when
+    that is more. The CPU kept free has nothing to run while trials fit (their data is already
+    in the object store, nothing reads through Ray Data): on 2 CPUs one trial at a time trains
+    with 2 threads, not 1. On one node, never more than the cores this process may use (Ray's
+    CPUs are labels; an OpenMP team larger than the cores only spins)."""
+    threads = max(per, int(cpus) // max(1, concurrent))
+    if nodes == 1:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or threads
+        threads = min(threads, max(per, cores))
+    return max(1, threads)

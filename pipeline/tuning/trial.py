@@ -62,12 +62,18 @@ def _fit_sklearn(family: str, data: TrialData, params: dict) -> np.ndarray:
 def _fit_xgboost(data: TrialData, params: dict, report) -> tuple[np.ndarray, dict]:
     """In-process xgboost with `threads` threads, early stopping on validation as in training;
     `report(rounds, validation scores)` every `report_every` rounds."""
-    import xgboost
-
-    from pipeline.models.xgboost_model import booster_params
+    from pipeline.models.xgboost_model import booster_params, openmp_threads
 
     bparams, rounds, early = booster_params(params, data.problem_type, data.n_classes, data.seed,
                                             data.threads, False)
+    with openmp_threads(data.threads):   # Tune sets OMP_NUM_THREADS to the trial's CPUs
+        return _fit_xgboost_threads(data, bparams, rounds, early, report)
+
+
+def _fit_xgboost_threads(data: TrialData, bparams: dict, rounds: int, early: int,
+                         report) -> tuple[np.ndarray, dict]:
+    import xgboost
+
     dtrain = xgboost.DMatrix(data.X_train, label=data.y_train, nthread=data.threads)
     dval = xgboost.DMatrix(data.X_val, label=data.y_val, nthread=data.threads)
     every = data.report_every

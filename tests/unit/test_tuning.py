@@ -355,3 +355,14 @@ def test_resume_refuses_a_changed_search_or_changed_data(tmp_path):
     data.X_val = data.X_val + 1.0
     with pytest.raises(LookupError, match="different data_sha256"):
         _check_resumable(tmp_path, _identity(spec, plan, data))
+
+
+def test_trial_threads_share_every_cpu_but_never_exceed_the_cores(monkeypatch):
+    from pipeline.tuning.space import trial_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
+    assert trial_threads(concurrent=1, per=1, cpus=2) == 2      # the CPU kept free trains too
+    assert trial_threads(concurrent=2, per=1, cpus=4) == 2
+    assert trial_threads(concurrent=1, per=1, cpus=8) == 2      # 8 logical CPUs, 2 cores
+    assert trial_threads(concurrent=1, per=3, cpus=8) == 3      # never below the trial's CPUs
+    assert trial_threads(concurrent=1, per=1, cpus=8, nodes=2) == 8   # cores of other nodes unknown here
