@@ -63,7 +63,7 @@ def params_for(family: str, given: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"model_params.{family}: d_model {params['d_model']} is not a multiple "
                          f"of n_heads {params['n_heads']}")
     if params["checkpoint_every"] is None:
-        params["checkpoint_every"] = max(10, params["epochs"] // 5)   # each report ~1.8 s here
+        params["checkpoint_every"] = max(10, params["epochs"] // 5)
     for key in ("epochs", "batch_size", "patience", "checkpoint_every"):
         if int(params[key]) != params[key] or params[key] < 1:
             raise ValueError(f"model_params.{family}.{key} must be a positive integer")
@@ -402,7 +402,10 @@ def train_torch(family: str, data: TrainData, given: dict[str, Any],
             failure_config=ray.train.FailureConfig(max_failures=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
-    result = trainer.fit()
+    from pipeline.models.xgboost_model import fast_polling
+
+    with fast_polling():   # checkpoint reports held the epoch loop up to 2 s each otherwise
+        result = trainer.fit()
     with result.checkpoint.as_directory() as directory:
         state = FitState.read(directory)
     outputs = n_outputs(data.problem_type, data.n_classes)

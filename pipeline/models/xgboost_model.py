@@ -10,7 +10,7 @@ fixed cost. Fault tolerance: a checkpoint (model.ubj + early-stopping state) eve
 Two things Ray Train does not do for us on a small node (benchmarks/train_xgboost.py measures
 them): its controller takes one report per poll of the workers and polls every 2 s, so each
 checkpoint held training up for up to 2 s (the "~1.8 s a report") and the end of a run was seen
-up to 2 s late: `fit()` runs with a 0.25 s poll (`_fast_polling`). And a single worker gets the
+up to 2 s late: `fit()` runs with a 0.25 s poll (`fast_polling`). And a single worker gets the
 plan's CPUs, one fewer than the node has (the spare is for Ray Data), but while xgboost trains
 on arrays from the object store nothing reads through Ray Data: its threads use that core too
 (`_threads`; `openmp_threads` lifts the OMP_NUM_THREADS cap Ray sets, which would otherwise
@@ -244,7 +244,7 @@ def openmp_threads(n: int):
 
 
 @contextmanager
-def _fast_polling():
+def fast_polling():
     """RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the trainers started inside (Ray Train hands the
     driver's value to its controller), unless the environment sets it."""
     key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -285,7 +285,7 @@ def train_xgboost(data: TrainData, given: dict[str, Any],
             failure_config=ray.train.FailureConfig(max_failures=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
-    with _fast_polling():
+    with fast_polling():
         result = trainer.fit()
     with result.checkpoint.as_directory() as ckpt:
         booster = xgboost.Booster()
