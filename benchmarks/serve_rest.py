@@ -3,11 +3,12 @@
 Both serve the same registered churn model (the project's Predictor: fitted features + logistic
 regression) behind the same typed request model; the baseline is one uvicorn process, the
 project is `rayline serve` (Ray Serve, HAProxy ingress, FastAPI ingress deployment -> model
-deployment). Load: wrk against 127.0.0.1, single-record POST /predict at 8 connections for 10 s,
-three rounds alternating the two servers; medians. Then list requests of 1,000 records to the
-project for records/s.
+deployment), then again with `placement: ingress` (the models scored inside the ingress).
+Load: wrk against 127.0.0.1, single-record POST /predict at 8 connections for 10 s, three rounds
+alternating each layout with the baseline; medians. Then list requests of 1,000 records for
+records/s. `ratio` is the default layout's; `ratio_ingress` the in-ingress one's.
 
-Needs wrk (Debian: apt-get install wrk). Runs its own Ray, MLflow store and ports; ~4 minutes.
+Needs wrk (Debian: apt-get install wrk). Runs its own Ray, MLflow store and ports; ~6 minutes.
 Last line: serve_rest: ratio=<project req/s / baseline req/s> ...
 """
 
@@ -115,53 +116,70 @@ def main() -> int:
     tracking = f"sqlite:///{work / '.rayline' / 'mlflow.db'}"
     (work / "baseline_app.py").write_text(BASELINE)
 
-    base_port, proj_port = free_port(), free_port()
+    (work / "spec_ingress.yaml").write_text(spec_text.replace(
+        "    port: 8000\n", "    port: 8000\n    placement: ingress\n"))
+    base_port = free_port()
     baseline = subprocess.Popen([str(BIN / "uvicorn"), "baseline_app:app", "--port", str(base_port),
                                  "--log-level", "warning", "--no-access-log"],
                                 cwd=work, env={**env, "TRACKING_URI": tracking, "PYTHONPATH": str(work)})
-    project = subprocess.Popen([str(BIN / "rayline"), "serve", "spec.yaml", "--port", str(proj_port)],
-                               cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results: dict[str, list[dict]] = {"baseline": [], "project": [], "ingress": []}
+    lists: dict[str, dict] = {}
     try:
         wait(f"http://127.0.0.1:{base_port}/health")
-        wait(f"http://127.0.0.1:{proj_port}/ready")
-        urls = {"baseline": f"http://127.0.0.1:{base_port}/predict",
-                "project": f"http://127.0.0.1:{proj_port}/predict"}
-        for url in urls.values():  # warm both up
-            wrk(url, RECORD, work, seconds=3)
-        results: dict[str, list[dict]] = {"baseline": [], "project": []}
-        for r in range(ROUNDS):
-            for name in ("baseline", "project") if r % 2 == 0 else ("project", "baseline"):
-                res = wrk(urls[name], RECORD, work)
-                results[name].append(res)
-                print(f"round {r + 1} {name:8s}: {res['rps']:7.1f} req/s  p50 {res['p50']:6.1f} ms  "
-                      f"p99 {res['p99']:6.1f} ms  non-2xx {res['errors']}", flush=True)
-        batch = [dict(RECORD, customer_id=f"C{i}") for i in range(1000)]
-        lists = wrk(urls["project"], batch, work)
-        base_lists = wrk(urls["baseline"], batch, work)
-    finally:
-        project.send_signal(signal.SIGINT)
-        baseline.terminate()
-        for proc in (project, baseline):
+        base_url = f"http://127.0.0.1:{base_port}/predict"
+        wrk(base_url, RECORD, work, seconds=3)
+        # The default layout (ingress -> one model deployment per version), then the models
+        # loaded in the ingress (`placement: ingress`); each alternates with the baseline.
+        for name, spec_file in (("project", "spec.yaml"), ("ingress", "spec_ingress.yaml")):
+            port = free_port()
+            project = subprocess.Popen([str(BIN / "rayline"), "serve", spec_file, "--port", str(port)],
+                                       cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                wait(f"http://127.0.0.1:{port}/ready")
+                url = f"http://127.0.0.1:{port}/predict"
+                wrk(url, RECORD, work, seconds=3)
+                for r in range(ROUNDS):
+                    for who in (("baseline", name) if r % 2 == 0 else (name, "baseline")):
+                        res = wrk(base_url if who == "baseline" else url, RECORD, work)
+                        results[who].append(res)
+                        print(f"round {r + 1} {who:8s}: {res['rps']:7.1f} req/s  p50 {res['p50']:6.1f} ms  "
+                              f"p99 {res['p99']:6.1f} ms  non-2xx {res['errors']}", flush=True)
+                batch = [dict(RECORD, customer_id=f"C{i}") for i in range(1000)]
+                lists[name] = wrk(url, batch, work)
+                if "baseline" not in lists:
+                    lists["baseline"] = wrk(base_url, batch, work)
+            finally:
+                project.send_signal(signal.SIGINT)
+                try:
+                    project.wait(120)
+                except subprocess.TimeoutExpired:
+                    project.kill()
+    finally:
+        baseline.terminate()
+        try:
+            baseline.wait(30)
+        except subprocess.TimeoutExpired:
+            baseline.kill()
     med = {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99")}
            for n, rs in results.items()}
     ratio = med["project"]["rps"] / med["baseline"]["rps"]
+    ratio_ingress = med["ingress"]["rps"] / med["baseline"]["rps"]
     p99_ratio = med["project"]["p99"] / med["baseline"]["p99"]
-    records = lists["rps"] * 1000
+    records = lists["project"]["rps"] * 1000
     print(f"baseline (plain FastAPI + uvicorn): {med['baseline']['rps']:.1f} req/s, p50 "
           f"{med['baseline']['p50']:.1f} ms, p99 {med['baseline']['p99']:.1f} ms")
-    print(f"project (rayline serve, Ray Serve):  {med['project']['rps']:.1f} req/s, p50 "
-          f"{med['project']['p50']:.1f} ms, p99 {med['project']['p99']:.1f} ms "
-          f"(p99 {p99_ratio:.2f}x the baseline's)")
-    print(f"lists of 1,000 records: project {records:,.0f} records/s "
-          f"(p99 {lists['p99']:.0f} ms), baseline {base_lists['rps'] * 1000:,.0f} records/s")
+    for name, label in (("project", "default: ingress -> model deployment"), ("ingress", "placement: ingress")):
+        print(f"project ({label}): {med[name]['rps']:.1f} req/s, p50 {med[name]['p50']:.1f} ms, "
+              f"p99 {med[name]['p99']:.1f} ms (p99 {med[name]['p99'] / med['baseline']['p99']:.2f}x the "
+              f"baseline's), lists of 1,000: {lists[name]['rps'] * 1000:,.0f} records/s "
+              f"(p99 {lists[name]['p99']:.0f} ms)")
+    print(f"baseline lists of 1,000: {lists['baseline']['rps'] * 1000:,.0f} records/s")
     print(f"serve_rest: ratio={ratio:.2f} project_rps={med['project']['rps']:.1f} "
           f"baseline_rps={med['baseline']['rps']:.1f} project_p99_ms={med['project']['p99']:.1f} "
           f"baseline_p99_ms={med['baseline']['p99']:.1f} p99_ratio={p99_ratio:.2f} "
-          f"list_records_per_s={records:.0f}")
+          f"list_records_per_s={records:.0f} ratio_ingress={ratio_ingress:.2f} "
+          f"ingress_rps={med['ingress']['rps']:.1f} ingress_p99_ms={med['ingress']['p99']:.1f} "
+          f"ingress_list_records_per_s={lists['ingress']['rps'] * 1000:.0f}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -43,9 +43,10 @@ REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
-@serve.deployment(name="model")
-class ModelServer:
-    """One registered model version: scores lists of records, batched across requests."""
+class ModelVersion:
+    """One registered model version loaded from the registry: scores lists of records, batched
+    across concurrent requests (`@serve.batch` works on any coroutine method, in a deployment
+    or not). Lives in a ModelServer deployment, or in the ingress itself (`placement: ingress`)."""
 
     def __init__(self, tracking_uri: str, model_name: str, version: str,
                  max_batch_size: int = 64, batch_wait_timeout_s: float = 0.002):
@@ -85,8 +86,21 @@ class ModelServer:
             start += len(records)
         return out
 
+
+@serve.deployment(name="model")
+class ModelServer:
+    """A model version as a deployment of its own: scaled, placed (a GPU) and restarted apart
+    from the HTTP ingress."""
+
+    def __init__(self, tracking_uri: str, model_name: str, version: str,
+                 max_batch_size: int = 64, batch_wait_timeout_s: float = 0.002):
+        self.model = ModelVersion(tracking_uri, model_name, version, max_batch_size, batch_wait_timeout_s)
+
+    async def predict(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        return await self.model.predict(records)
+
     def describe(self) -> Dict[str, Any]:
-        return self.info
+        return self.model.info
 
 
 def known_categories(features: Dict[str, Any]) -> Dict[str, set]:
@@ -236,10 +250,16 @@ def build_fastapi(spec, schema: InputSchema):
 
     @serve.ingress(api)
     class Ingress:
-        def __init__(self, models: Dict[str, Any], tracking_uri: str, log_uri: str):
+        def __init__(self, models: Dict[str, Any], tracking_uri: str, log_uri: str,
+                     local: Optional[Dict[str, str]] = None, batch: Optional[Dict[str, Any]] = None):
+            """models: variant -> handle of its ModelServer deployment; or, with `placement:
+            ingress`, local: variant -> version, each loaded here and scored in-process."""
             from serve.logstore import LogStore
 
             self.models = models
+            self.local = {variant: ModelVersion(tracking_uri, spec.name, version, **(batch or {}))
+                          for variant, version in (local or {}).items()}
+            self.variants = set(models) | set(self.local)
             self.weights: Dict[str, float] = {"control": 1.0, "treatment": 0.0}
             self.mode = "split"
             self.info: Dict[str, Dict[str, Any]] = {}
@@ -251,15 +271,22 @@ def build_fastapi(spec, schema: InputSchema):
             split = config.get("traffic_split") or {}
             self.weights = {"control": float(split.get("control", 1.0)),
                             "treatment": float(split.get("treatment", 0.0))}
-            if "treatment" not in self.models:
+            if "treatment" not in self.variants:
                 self.weights = {"control": 1.0, "treatment": 0.0}
             self.mode = config.get("mode", "split")
 
         async def _model_info(self) -> Dict[str, Dict[str, Any]]:
-            if len(self.info) < len(self.models):
+            if len(self.info) < len(self.variants):
+                for variant, model in self.local.items():
+                    self.info[variant] = model.info
                 for variant, handle in self.models.items():
                     self.info[variant] = await handle.describe.remote()
             return self.info
+
+        async def _score(self, variant: str, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+            if variant in self.local:   # placement: ingress, no actor call
+                return await self.local[variant].predict(rows)
+            return await self.models[variant].predict.remote(rows)
 
         @api.get("/health", response_model=Health, summary="Liveness")
         async def health(self) -> Dict[str, Any]:
@@ -310,7 +337,7 @@ def build_fastapi(spec, schema: InputSchema):
             groups: Dict[str, List[int]] = {}
             for i, variant in enumerate(variants):
                 groups.setdefault(variant, []).append(i)
-            results = await asyncio.gather(*(self.models[v].predict.remote([rows[i] for i in idx])
+            results = await asyncio.gather(*(self._score(v, [rows[i] for i in idx])
                                              for v, idx in groups.items()))
             info = await self._model_info()
             elapsed = (time.perf_counter() - start) * 1000
@@ -324,7 +351,7 @@ def build_fastapi(spec, schema: InputSchema):
                     outputs[i] = output
                 self.log.add_request(request_id, spec.name, version, variant, rows, scored, keys, idx,
                                      elapsed)
-            if self.mode == "shadow" and "treatment" in self.models:
+            if self.mode == "shadow" and "treatment" in self.variants:
                 asyncio.get_running_loop().create_task(self._shadow(request_id, rows, keys))
             return Response(pydantic_core.to_json({
                 "request_id": request_id, "model": {"name": spec.name, **_model_fields(info["control"])},
@@ -333,7 +360,7 @@ def build_fastapi(spec, schema: InputSchema):
         async def _shadow(self, request_id: str, rows: List[Dict[str, Any]], keys: List[str]) -> None:
             """Treatment scores a copy of the traffic; its answers are logged, never returned."""
             start = time.perf_counter()
-            scored = await self.models["treatment"].predict.remote(rows)
+            scored = await self._score("treatment", rows)
             info = await self._model_info()
             self.log.add_request(request_id, spec.name, info["treatment"]["version"], "treatment", rows,
                                  scored, keys, list(range(len(rows))), (time.perf_counter() - start) * 1000,
@@ -402,13 +429,21 @@ def app_builder(args: Dict[str, Any]):
              "batch_wait_timeout_s": rest.batch_wait_timeout if rest else 0.002}
     model_cpus = rest.model_cpus if rest else 0.5
     ingress_cpus = rest.ingress_cpus if rest else 0.25
+    log_uri = args.get("log_uri") or default_log_uri(spec)
+    Ingress = build_fastapi(spec, schema)
+    if rest is not None and rest.placement == "ingress":
+        # The models load in the ingress replicas, which reserve the model's CPUs as well.
+        Ingress = serve.deployment(name="ingress", ray_actor_options={
+            "num_cpus": ingress_cpus + model_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+            **options)(Ingress)
+        return Ingress.bind({}, spec.tracking.uri, log_uri,
+                            {variant: str(version) for variant, version in variants.items()}, batch)
     models = {variant: ModelServer.options(name=f"model-v{version}", ray_actor_options={
                   "num_cpus": model_cpus, "runtime_env": {"env_vars": REPLICA_ENV}}, **options).bind(
                   spec.tracking.uri, spec.name, str(version), **batch)
               for variant, version in variants.items()}
     Ingress = serve.deployment(name="ingress", ray_actor_options={
-        "num_cpus": ingress_cpus, "runtime_env": {"env_vars": REPLICA_ENV}}, **options)(build_fastapi(spec, schema))
-    log_uri = args.get("log_uri") or default_log_uri(spec)
+        "num_cpus": ingress_cpus, "runtime_env": {"env_vars": REPLICA_ENV}}, **options)(Ingress)
     return Ingress.bind(models, spec.tracking.uri, log_uri)
 
 

@@ -184,7 +184,12 @@ def test_serve_build_config_deploys_with_serve_deploy(served, workspace, cluster
     assert "test-key" not in (workspace.path / "serve_config.yaml").read_text()  # secrets stay ${VAR}
     # `serve deploy` declares every application of the cluster: the file keeps the app
     # `rayline serve` runs and adds a second one from the same config at another prefix.
-    second = {**app, "name": "churn-deployed", "route_prefix": "/deployed"}
+    # The second app also scores inside its ingress (`placement: ingress`): no model deployment.
+    spec_text = app["args"]["spec_text"]
+    assert "    port: 8000\n" in spec_text
+    second = {**app, "name": "churn-deployed", "route_prefix": "/deployed",
+              "args": {**app["args"], "spec_text": spec_text.replace(
+                  "    port: 8000\n", "    port: 8000\n    placement: ingress\n")}}
     config["applications"] = [app, second]
     config["http_options"]["port"] = int(served.url.rsplit(":", 1)[1])
     (workspace.path / "deployed.yaml").write_text(yaml.safe_dump(config))
@@ -197,10 +202,20 @@ def test_serve_build_config_deploys_with_serve_deploy(served, workspace, cluster
     serve_deploy("deployed.yaml")
     try:
         wait_for(f"{served.url}/deployed/ready", 180)
-        response = httpx.post(f"{served.url}/deployed/predict", json=RECORD, headers=served.headers, timeout=30)
+        records = [RECORD, {**RECORD, "tenure_months": 40, "contract": "two_year"},
+                   {**RECORD, "payment_method": "crypto"}]
+        response = httpx.post(f"{served.url}/deployed/predict", json=records, headers=served.headers, timeout=30)
         assert response.status_code == 200, response.text
-        assert response.json()["predictions"][0]["model_version"] == "1"
-        assert post(served, RECORD).status_code == 200  # the first app kept serving
+        in_ingress = response.json()["predictions"]
+        assert [p["model_version"] for p in in_ingress] == ["1", "1", "1"]
+        first = post(served, records)  # the first app kept serving, and both score alike
+        assert first.status_code == 200
+        assert [(p["prediction"], p["probabilities"], p.get("warnings")) for p in in_ingress] == \
+               [(p["prediction"], p["probabilities"], p.get("warnings")) for p in first.json()["predictions"]]
+        status = subprocess.run([str(BIN / "serve"), "status", "--address", cluster.dashboard],
+                                env=workspace.env, capture_output=True, text=True, timeout=60)
+        deployed = yaml.safe_load(status.stdout)["applications"]["churn-deployed"]["deployments"]
+        assert set(deployed) == {"ingress"}, deployed
     finally:
         config["applications"] = [app]
         (workspace.path / "deployed.yaml").write_text(yaml.safe_dump(config))

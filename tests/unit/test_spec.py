@@ -1221,3 +1221,12 @@ def test_cli_schema_accepts_seed_spellings(schema):
     document = json.loads(json.dumps(YAML(typ="safe", pure=True).load(io.StringIO(SEED_STYLE))))
     errors = [list(e.absolute_path) for e in jsonschema.Draft202012Validator(schema).iter_errors(document)]
     assert errors == []
+
+
+def test_rest_placement_and_replica_cpus():
+    spec = spec_of("serving_options:\n  - name: rest_api\n    placement: ingress\n    model_cpus: 1\n")
+    rest = spec.serving("rest_api")
+    assert (rest.placement, rest.model_cpus, rest.ingress_cpus) == ("ingress", 1.0, 0.25)
+    assert spec_of("serving_options:\n  - name: rest_api\n").serving("rest_api").placement == "deployments"
+    problem = one_problem(MINIMAL + "serving_options:\n  - name: rest_api\n    placement: router\n")
+    assert "placement" in problem and "deployments" in problem and "ingress" in problem
