@@ -157,6 +157,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(size: int = 64, low: int = 20000, high: int = 32000) -> int:
+    """The first of `size` consecutive ports that are all free now, from a random start."""
+    import random
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return True
+            except OSError:
+                return False
+
+    rng = random.Random()
+    for _ in range(200):
+        start = rng.randrange(low, high - size)
+        if all(free(p) for p in range(start, start + size)):
+            return start
+    raise ServeError(f"no {size} consecutive free ports between {low} and {high}")
+
+
+def isolated_serve_ports() -> dict[str, str]:
+    """Ports for a Serve with the HAProxy ingress that another cluster on this machine will
+    not also pick. HAProxy's metrics and stats ports, and the fallback Serve proxy it sends
+    requests to while no ingress replica is up (8500, gRPC 9500), are fixed by default; each
+    cluster's controller hands its ingress replicas ports from 30000 (HTTP) and 40000 (gRPC)
+    without knowing of the others. Two clusters on one host then share a port, and one app's
+    HAProxy answers with the other's app (seen: a 401 from a neighbour's API key), or the
+    second fallback proxy cannot bind and Serve does not start."""
+    http, grpc = free_port_block(), free_port_block()
+    return {"RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 63),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + 63)}
+
+
 def connect(verbose: bool = False) -> bool:
     """Attach to the cluster the app runs on: RAY_ADDRESS, or the local one `rayline serve`
     started from this directory (it leaves its address in .rayline/serve.address)."""
@@ -188,11 +228,10 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
 
         if not os.environ.get("RAY_ADDRESS") and (rest is None or rest.ingress == "haproxy"):
             # Read when Serve's controller starts, so it must be set before the local Ray is.
-            # HAProxy's metrics and stats ports are fixed by default; free ones let two apps
-            # run side by side on one machine.
+            # Ports of our own let two apps run side by side on one machine.
             os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-            os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
-            os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(_free_port()))
+            for key, value in isolated_serve_ports().items():
+                os.environ.setdefault(key, value)
         started = runtime.ensure_ray(verbose=verbose)
         if started:
             import ray

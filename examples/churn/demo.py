@@ -66,18 +66,20 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 240) -> None
         if proc.poll() is not None:
             raise SystemExit(f"rayline serve exited with {proc.returncode}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:  # every model loaded
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise SystemExit(f"{url}/health did not answer in {timeout:.0f} s")
+    raise SystemExit(f"{url}/ready did not answer 200 in {timeout:.0f} s")
 
 
-def show(method: str, path: str, response: httpx.Response) -> None:
+def show(method: str, path: str, response: httpx.Response, expect: int = 200) -> None:
     console.print(f"[bold]{method} {path}[/] -> [{'green' if response.is_success else 'yellow'}]"
                   f"{response.status_code}[/]")
     console.print(JSON(json.dumps(response.json())))
+    if response.status_code != expect:  # the demo proves the line works: a wrong answer fails it
+        raise SystemExit(f"{method} {path}: expected {expect}, got {response.status_code}")
 
 
 def main() -> int:
@@ -105,7 +107,8 @@ def main() -> int:
         show("POST", "/predict (one record)", httpx.post(f"{url}/predict", json=RECORDS[0], timeout=30))
         show("POST", "/predict (three records)", httpx.post(f"{url}/predict", json=RECORDS, timeout=30))
         bad = {**RECORDS[0], "tenure_months": "three"}
-        show("POST", "/predict (a wrong type: rejected)", httpx.post(f"{url}/predict", json=bad, timeout=30))
+        show("POST", "/predict (a wrong type: rejected)", httpx.post(f"{url}/predict", json=bad, timeout=30),
+             expect=422)
         docs = httpx.get(f"{url}/openapi.json").json()
         console.print(f"[bold]GET /openapi.json[/] -> {len(docs['paths'])} paths: {', '.join(docs['paths'])}")
     finally:

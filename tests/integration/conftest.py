@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve.run import isolated_serve_ports
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "examples" / "churn"
@@ -60,9 +62,8 @@ def cluster(tmp_path_factory) -> Cluster:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
            "PREDICT_API_KEY": API_KEY, "RAY_SERVE_ENABLE_HA_PROXY": "1",
-           # HAProxy's own metrics and stats ports are fixed by default: free ones avoid clashes.
-           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-           "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+           # HAProxy's ports and the ingress replicas' ports, clear of any other cluster here.
+           **isolated_serve_ports()}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")
     # 4 logical CPUs on a 2-core machine: Ray Train workers, Ray Data tasks and two Serve
