@@ -267,3 +267,15 @@ class Timer:
     @property
     def total_cpu(self) -> float:
         return sum(self.cpu.values())
+
+
+def median_stages(timers: list["Timer"], cpu: bool = False) -> dict[str, float]:
+    """Per-stage medians (wall seconds, or CPU seconds with cpu=True) over repetitions."""
+    import statistics
+
+    return {k: statistics.median((t.cpu if cpu else t.stages)[k] for t in timers)
+            for k in timers[0].stages}
+
+
+def fmt_stages(stages: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:6.2f}s" for k, v in stages.items())

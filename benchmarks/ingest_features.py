@@ -85,15 +85,6 @@ def run_project(spec) -> tuple[C.Timer, dict]:
 
 # --------------------------------------------------------------------------- reporting
 
-def _median_stages(timers: list[C.Timer], cpu: bool = False) -> dict[str, float]:
-    return {k: statistics.median((t.cpu if cpu else t.stages)[k] for t in timers)
-            for k in timers[0].stages}
-
-
-def _fmt_stages(stages: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:6.2f}s" for k, v in stages.items())
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -123,18 +114,18 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     warm, _ = run_project(spec)
     print(f"project warm-up (not timed; loads GE into the workers): {warm.total:.2f} s  "
-          f"[{_fmt_stages(warm.stages)}]", flush=True)
+          f"[{C.fmt_stages(warm.stages)}]", flush=True)
 
     base_runs, proj_runs = [], []
     base_info = proj_info = None
     for i in range(args.repeats):
         t, base_info = run_baseline(path)
         base_runs.append(t)
-        print(f"  baseline #{i + 1}: {t.total:6.2f} s  [{_fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s",
+        print(f"  baseline #{i + 1}: {t.total:6.2f} s  [{C.fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s",
               flush=True)
         t, proj_info = run_project(spec)
         proj_runs.append(t)
-        print(f"  project  #{i + 1}: {t.total:6.2f} s  [{_fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s"
+        print(f"  project  #{i + 1}: {t.total:6.2f} s  [{C.fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s"
               f"  (load {os.getloadavg()[0]:.1f})", flush=True)
 
     # The two paths must have done the same work.
@@ -153,13 +144,13 @@ def main(argv=None) -> int:
     base_rps, proj_rps = args.rows / base_t, args.rows / proj_t
     print(f"\nmedian of {args.repeats} (wall seconds per stage; CPU seconds of the process tree below):")
     print(f"  baseline (pandas + scikit-learn, 1 process): {base_t:6.2f} s = {base_rps:>10,.0f} rows/s  "
-          f"[{_fmt_stages(_median_stages(base_runs))}]")
+          f"[{C.fmt_stages(C.median_stages(base_runs))}]")
     print(f"  project  (Ray Data + GE + FeaturePipeline):  {proj_t:6.2f} s = {proj_rps:>10,.0f} rows/s  "
-          f"[{_fmt_stages(_median_stages(proj_runs))}]")
-    print(f"  baseline cpu: [{_fmt_stages(_median_stages(base_runs, cpu=True))}]")
-    print(f"  project  cpu: [{_fmt_stages(_median_stages(proj_runs, cpu=True))}]")
-    _projection(args.rows, cpus, _median_stages(proj_runs), _median_stages(proj_runs, cpu=True),
-                _median_stages(base_runs, cpu=True), base_rps)
+          f"[{C.fmt_stages(C.median_stages(proj_runs))}]")
+    print(f"  baseline cpu: [{C.fmt_stages(C.median_stages(base_runs, cpu=True))}]")
+    print(f"  project  cpu: [{C.fmt_stages(C.median_stages(proj_runs, cpu=True))}]")
+    _projection(args.rows, cpus, C.median_stages(proj_runs), C.median_stages(proj_runs, cpu=True),
+                C.median_stages(base_runs, cpu=True), base_rps)
     print(f"ingest_features: ratio={proj_rps / base_rps:.3f} project={proj_rps:.0f} "
           f"baseline={base_rps:.0f} rows={args.rows}")
     return 0

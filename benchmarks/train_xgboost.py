@@ -184,15 +184,6 @@ def run_project(spec, rows: int, plan, rounds: int, storage: str, tag: str) -> t
 
 # --------------------------------------------------------------------------- reporting
 
-def _median_stages(timers: list[C.Timer], cpu: bool = False) -> dict[str, float]:
-    return {k: statistics.median((t.cpu if cpu else t.stages)[k] for t in timers)
-            for k in timers[0].stages}
-
-
-def _fmt_stages(stages: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:6.2f}s" for k, v in stages.items())
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -241,7 +232,7 @@ def main(argv=None) -> int:
 
     storage = tempfile.mkdtemp(prefix="rayline-bench-xgb-")
     warm, _ = run_project(spec, args.rows, plan, 10, storage, "warmup")
-    print(f"project warm-up, 10 rounds (not timed): {warm.total:.2f} s  [{_fmt_stages(warm.stages)}]",
+    print(f"project warm-up, 10 rounds (not timed): {warm.total:.2f} s  [{C.fmt_stages(warm.stages)}]",
           flush=True)
 
     base_runs, proj_runs = [], []
@@ -249,11 +240,11 @@ def main(argv=None) -> int:
     for i in range(args.repeats):
         t, base_info = run_baseline(path, args.rows, args.rounds, X_val, y_val)
         base_runs.append(t)
-        print(f"  baseline #{i + 1}: {t.total:6.2f} s  [{_fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s"
+        print(f"  baseline #{i + 1}: {t.total:6.2f} s  [{C.fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s"
               f"  val logloss {base_info['val_logloss']:.5f}", flush=True)
         t, proj_info = run_project(spec, args.rows, plan, args.rounds, storage, f"run{i}")
         proj_runs.append(t)
-        print(f"  project  #{i + 1}: {t.total:6.2f} s  [{_fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s"
+        print(f"  project  #{i + 1}: {t.total:6.2f} s  [{C.fmt_stages(t.stages)}]  cpu {t.total_cpu:6.2f} s"
               f"  val logloss {proj_info['val_logloss']:.5f}  (load {os.getloadavg()[0]:.2f})", flush=True)
 
     assert base_info["rows"] == proj_info["rows"] == args.rows, (base_info, proj_info)
@@ -266,10 +257,10 @@ def main(argv=None) -> int:
     base_t = statistics.median(t.total for t in base_runs)
     proj_t = statistics.median(t.total for t in proj_runs)
     print(f"\nmedian of {args.repeats} (wall seconds per stage; CPU seconds of the process tree below):")
-    print(f"  baseline (pyarrow + xgboost.train, nthread=2): {base_t:6.2f} s  [{_fmt_stages(_median_stages(base_runs))}]")
-    print(f"  project  (Ray Data + Ray Train XGBoostTrainer): {proj_t:6.2f} s  [{_fmt_stages(_median_stages(proj_runs))}]")
-    print(f"  baseline cpu: [{_fmt_stages(_median_stages(base_runs, cpu=True))}]")
-    print(f"  project  cpu: [{_fmt_stages(_median_stages(proj_runs, cpu=True))}]")
+    print(f"  baseline (pyarrow + xgboost.train, nthread=2): {base_t:6.2f} s  [{C.fmt_stages(C.median_stages(base_runs))}]")
+    print(f"  project  (Ray Data + Ray Train XGBoostTrainer): {proj_t:6.2f} s  [{C.fmt_stages(C.median_stages(proj_runs))}]")
+    print(f"  baseline cpu: [{C.fmt_stages(C.median_stages(base_runs, cpu=True))}]")
+    print(f"  project  cpu: [{C.fmt_stages(C.median_stages(proj_runs, cpu=True))}]")
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"train_xgboost: ratio={base_t / proj_t:.3f} project={proj_t:.2f} baseline={base_t:.2f} "
           f"rows={args.rows} rounds={args.rounds}")
