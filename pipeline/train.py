@@ -80,7 +80,7 @@ def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False
         started = runtime.ensure_ray(verbose=verbose)
         cpus, nodes, gpus = runtime.cluster_shape()
         plan = runtime.plan_training(spec.scaling, cpus, nodes, gpus)
-        note(runtime.describe_cluster(started))
+        note(runtime.describe_cluster(started, cpus, nodes))
     stages.info(f"training plan: {plan.num_workers} worker(s) x {plan.cpus_per_worker:g} CPU — {plan.reason}")
     _refuse_unavailable_families(spec)
 

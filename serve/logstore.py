@@ -136,11 +136,9 @@ def _expand(entries: list[Any]) -> list[dict[str, Any]]:
             rows.append(entry)
             continue
         request_id, name, version, variant, records, outputs, keys, positions, latency, shadow, ts = entry
-        rows.extend({"request_id": request_id, "position": pos, "ts": ts, "model_name": name,
-                     "model_version": version, "variant": variant, "assignment_key": keys[pos],
-                     "record": _json(records[pos]), "prediction": _json(output),
-                     "latency_ms": latency, "shadow": shadow}
-                    for pos, output in zip(positions, outputs))
+        rows.extend(prediction_rows(request_id, name, version, variant, [records[p] for p in positions],
+                                    outputs, [keys[p] for p in positions], latency, shadow=shadow,
+                                    positions=positions, ts=ts))
     return rows
 
 
@@ -152,8 +150,9 @@ def _json(value: Any) -> str:
 
 def prediction_rows(request_id: str, model_name: str, version: str, variant: str,
                     records: list[dict], outputs: list[dict], keys: list[Optional[str]],
-                    latency_ms: float, shadow: bool = False, positions: Optional[list[int]] = None) -> list[dict]:
-    now = time.time()
+                    latency_ms: float, shadow: bool = False, positions: Optional[list[int]] = None,
+                    ts: Optional[float] = None) -> list[dict]:
+    now = ts if ts is not None else time.time()
     positions = positions if positions is not None else list(range(len(records)))
     return [{"request_id": request_id, "position": pos, "ts": now, "model_name": model_name,
              "model_version": version, "variant": variant, "assignment_key": key,

@@ -76,11 +76,11 @@ def cluster_shape() -> tuple[float, int, float]:
     return min(total, max(1.0, free)), max(1, nodes), float(resources.get("GPU", 0))
 
 
-def describe_cluster(started: bool) -> str:
-    """The stage note for the Ray stage: where the run is and what it may use."""
+def describe_cluster(started: bool, cpus: float, nodes: int) -> str:
+    """The stage note for the Ray stage: where the run is and what it may use (cpus, nodes:
+    from cluster_shape)."""
     import ray
 
-    cpus, nodes, _ = cluster_shape()
     total = float(ray.cluster_resources().get("CPU", 1))
     where = "local cluster" if started else "connected"
     held = f" ({total - cpus:g} of {total:g} held by other work)" if total - cpus >= 0.5 else ""

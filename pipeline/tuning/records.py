@@ -147,7 +147,7 @@ def tune_only(spec: Spec, stages, resume: bool = False, verbose: bool = False,
     with stages.stage("Ray") as note:
         started = runtime.ensure_ray(verbose=verbose)
         cpus, nodes, gpus = runtime.cluster_shape()
-        note(runtime.describe_cluster(started))
+        note(runtime.describe_cluster(started, cpus, nodes))
     plan = runtime.plan_training(spec.scaling, cpus, nodes, gpus)
     experiment_id = registry.configure(spec)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-tune") as run:
