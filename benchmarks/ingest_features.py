@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     import pandas  # noqa: F401  (imports outside the timings, for both paths)
     import sklearn.preprocessing  # noqa: F401
 
-    from pipeline._internal.runtime import ensure_ray, quiet_libraries
+    from pipeline.execution import ensure_ray, quiet_libraries
 
     quiet_libraries()
     started = time.perf_counter()

@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     import pyarrow.compute as pc
     from ray.data.expressions import col, lit
 
-    from pipeline._internal.runtime import ensure_ray, quiet_libraries
+    from pipeline.execution import ensure_ray, quiet_libraries
     from pipeline.features import FeaturePipeline
     from pipeline.sources.files import read_files
     from pipeline.validation import REASONS, flag_dataset, report_from_bad_rows, table_checks

@@ -152,17 +152,17 @@ def main(argv=None) -> int:
     import xgboost  # noqa: F401
     from rich.console import Console
 
-    from pipeline._internal import runtime
+    from pipeline import execution
     from pipeline._internal.progress import Stages
     from pipeline.models import TrainData
 
-    runtime.quiet_libraries()
+    execution.quiet_libraries()
     started = time.perf_counter()
-    runtime.ensure_ray()
+    execution.ensure_ray()
     import ray
 
-    cpus, nodes, gpus = runtime.cluster_shape()
-    plan = runtime.plan_training(spec.scaling, cpus, nodes, gpus)
+    cpus, nodes, gpus = execution.cluster_shape()
+    plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
     print(f"ray {ray.__version__}: local, {cpus:g} CPUs, started in {time.perf_counter() - started:.1f} s "
           f"(not timed); worker niceness {os.environ['RAY_worker_niceness']}; optuna "
           f"{optuna.__version__}, xgboost {xgboost.__version__}; load average {os.getloadavg()[0]:.2f}")

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
-    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.execution import quiet_libraries
     from pipeline.scoring import ScoringError, score
     from pipeline.sources import SourceError
     from pipeline.spec import SpecError, load_spec

@@ -24,7 +24,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 @app.callback()
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own "
                                         "logs and warnings (Ray, MLflow, Great Expectations).")) -> None:
-    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.execution import quiet_libraries
 
     quiet_libraries(verbose)
 
@@ -79,7 +79,7 @@ def run(spec_path: Path = SpecArg,
     from pipeline.spec import SpecError
     from pipeline.sources import SourceError
     from pipeline.train import RunRefused, run_pipeline
-    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.execution import quiet_libraries
     from pipeline.validation import ValidationFailed
 
     spec = _load(spec_path)
@@ -110,7 +110,7 @@ def validate(spec_path: Path = SpecArg,
                                                         help="Validate this raw_data version."),
              verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Ingest and validate only: the report, the quarantine, the data versions. Nothing is trained."""
-    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.execution import quiet_libraries
     from pipeline.spec import SpecError
     from pipeline.validation import ValidationFailed
     from pipeline.data import validate_only
@@ -383,7 +383,7 @@ def stream(spec_path: Path = SpecArg,
            metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Score JSON records from the spec's Kafka input topic (serving_options: streaming)."""
-    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.execution import quiet_libraries
     from serve.stream import StreamError, stream_forever
 
     spec = _load(spec_path)
@@ -448,7 +448,7 @@ def score(spec_path: Path = SpecArg,
             err.print("[yellow]note:[/] no --working-dir: the RayJob runs in the image's working "
                       "directory, which must hold the project (see cluster/README.md)")
         return
-    from pipeline._internal.runtime import quiet_libraries
+    from pipeline.execution import quiet_libraries
     from pipeline.scoring import ScoringError, score as run_scoring
     from pipeline.sources import SourceError
 

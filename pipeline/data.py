@@ -158,10 +158,10 @@ def validate_only(spec: Spec, stages: Stages, verbose: bool = False,
     import mlflow
 
     from pipeline import registry
-    from pipeline._internal import runtime
+    from pipeline import execution
 
     with stages.stage("Ray") as note:
-        started = runtime.ensure_ray(verbose=verbose)
+        started = execution.ensure_ray(verbose=verbose)
         note("local cluster" if started else "connected")
     experiment_id = registry.configure(spec)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-validate") as run:

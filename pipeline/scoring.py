@@ -222,7 +222,7 @@ def score(spec: Spec, *, model: Optional[str] = None, input: Optional[str] = Non
     import mlflow
 
     from pipeline import registry
-    from pipeline._internal import runtime
+    from pipeline import execution
 
     batch = spec.serving("batch") or BatchServing(name="batch")
     ref = str(model or batch.model)
@@ -240,7 +240,7 @@ def score(spec: Spec, *, model: Optional[str] = None, input: Optional[str] = Non
     progress(f"model: {spec.name} v{version} ({predictor.meta.get('family', '?')}), "
              f"{len(predictor.schema.fields)} input columns")
 
-    runtime.ensure_ray(verbose=verbose)
+    execution.ensure_ray(verbose=verbose)
     ds, source = read_input(spec, batch, input)
     carry = _carry_columns(spec, batch, predictor)
     _check_columns(ds.schema().names, predictor.schema, carry, source)
@@ -260,7 +260,7 @@ def score(spec: Spec, *, model: Optional[str] = None, input: Optional[str] = Non
         tally = _tally_class().remote()
         scored = ds.map_batches(
             ScoreBatches, fn_constructor_args=(loader, plan, tally), batch_format="pyarrow",
-            batch_size=batch.batch_size, num_cpus=1 if runtime.cluster_shape()[0] >= 2 else 0.5,
+            batch_size=batch.batch_size, num_cpus=1 if execution.cluster_shape()[0] >= 2 else 0.5,
             compute=_actor_pool(actors))
         progress(f"scoring {source} -> {destination} ({fmt}) on up to {actors} actor(s)")
         start = time.perf_counter()
@@ -299,7 +299,7 @@ def read_input(spec: Spec, batch: BatchServing, input: Optional[str] = None):
 
 def actor_pool_size(cap: Optional[int] = None) -> int:
     """The cluster's CPUs less one (Ray Data's read and write tasks need a slot), at least one."""
-    from pipeline._internal.runtime import cluster_shape
+    from pipeline.execution import cluster_shape
 
     cpus = cluster_shape()[0]
     size = max(1, int(cpus) - 1)

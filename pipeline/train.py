@@ -72,15 +72,15 @@ def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False
     import mlflow
 
     from pipeline import registry
-    from pipeline._internal import runtime
+    from pipeline import execution
     from pipeline.data import prepare
 
     stages = stages or Stages()
     with stages.stage("Ray") as note:
-        started = runtime.ensure_ray(verbose=verbose)
-        cpus, nodes, gpus = runtime.cluster_shape()
-        plan = runtime.plan_training(spec.scaling, cpus, nodes, gpus)
-        note(runtime.describe_cluster(started, cpus, nodes))
+        started = execution.ensure_ray(verbose=verbose)
+        cpus, nodes, gpus = execution.cluster_shape()
+        plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
+        note(execution.describe_cluster(started, cpus, nodes))
     stages.info(f"training plan: {plan.num_workers} worker(s) x {plan.cpus_per_worker:g} CPU — {plan.reason}")
     _refuse_unavailable_families(spec)
 

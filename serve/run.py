@@ -200,14 +200,14 @@ def isolated_serve_ports() -> dict[str, str]:
 def connect(verbose: bool = False) -> bool:
     """Attach to the cluster the app runs on: RAY_ADDRESS, or the local one `rayline serve`
     started from this directory (it leaves its address in .rayline/serve.address)."""
-    from pipeline._internal import runtime
+    from pipeline import execution
 
     if not os.environ.get("RAY_ADDRESS"):
         if not ADDRESS_FILE.exists():
             raise ServeError("no running app to talk to: start `rayline serve SPEC` in this "
                              "directory, or set RAY_ADDRESS to the cluster it runs on")
-        return runtime.ensure_ray(address=ADDRESS_FILE.read_text().strip(), verbose=verbose)
-    return runtime.ensure_ray(verbose=verbose)
+        return execution.ensure_ray(address=ADDRESS_FILE.read_text().strip(), verbose=verbose)
+    return execution.ensure_ray(verbose=verbose)
 
 
 def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_ref: str,
@@ -224,7 +224,7 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
             signal.signal(sig, lambda *_: stop.set())
     with console.status("[bold]Starting Ray Serve[/]…"):
         variants = resolve_variants(spec, model_ref, treatment)
-        from pipeline._internal import runtime
+        from pipeline import execution
 
         if not os.environ.get("RAY_ADDRESS") and (rest is None or rest.ingress == "haproxy"):
             # Read when Serve's controller starts, so it must be set before the local Ray is.
@@ -232,7 +232,7 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
             os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
             for key, value in isolated_serve_ports().items():
                 os.environ.setdefault(key, value)
-        started = runtime.ensure_ray(verbose=verbose)
+        started = execution.ensure_ray(verbose=verbose)
         if started:
             import ray
 

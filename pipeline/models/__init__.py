@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models.base import INTERPRETABILITY, TrainData, TrainedModel, load_model
+from pipeline.models.base import TrainData, TrainedModel, TrainPlan, load_model
+from pipeline.models.families import (
+    AVAILABLE, INTERPRETABILITY, SKLEARN_FAMILIES, TORCH_FAMILIES, unavailable,
+)
 
-SKLEARN_FAMILIES = ("logistic_regression", "linear_regression", "random_forest")
-TORCH_FAMILIES = ("neural_network", "transformer")
-AVAILABLE = (*SKLEARN_FAMILIES, "xgboost", *TORCH_FAMILIES)
-
-__all__ = ["AVAILABLE", "INTERPRETABILITY", "TrainData", "TrainedModel", "family_class",
-           "load_model", "train_families", "unavailable"]
+__all__ = ["AVAILABLE", "INTERPRETABILITY", "TrainData", "TrainPlan", "TrainedModel",
+           "family_class", "load_model", "train_families", "unavailable"]
 
 
 def family_class(family: str) -> type[TrainedModel]:
@@ -27,10 +26,6 @@ def family_class(family: str) -> type[TrainedModel]:
         from pipeline.models.torch_models import TorchModel
         return TorchModel
     raise ValueError(f"unknown model family {family}")
-
-
-def unavailable(families: list[str]) -> list[str]:
-    return [f for f in families if f not in AVAILABLE]
 
 
 def train_families(families: list[str], data: TrainData,

@@ -10,11 +10,21 @@ from typing import Any
 
 import numpy as np
 
-from pipeline._internal.runtime import TrainPlan
+from pipeline.models.families import INTERPRETABILITY
 
-# Selection ties are broken towards models a person can read: linear, then trees, then neural.
-INTERPRETABILITY = {"logistic_regression": 3, "linear_regression": 3, "random_forest": 2,
-                    "xgboost": 2, "neural_network": 1, "transformer": 1}
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """How one training run uses Ray Train: workers, CPUs each, GPU; and why (for the run log).
+    Chosen by `pipeline.execution.plan_training` from what the cluster reports."""
+    num_workers: int
+    cpus_per_worker: float
+    use_gpu: bool
+    reason: str
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
 
 
 @dataclass

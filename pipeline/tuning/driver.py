@@ -93,12 +93,12 @@ def run_tuning(spec: Spec, data, stages, resume: bool = False) -> TuningResult:
 
     from ray import tune
 
-    from pipeline._internal import runtime
+    from pipeline import execution
 
     plan = search_plan(spec)
     for note in plan.notes:
         stages.info(note)
-    cpus, nodes, _ = runtime.cluster_shape()
+    cpus, nodes, _ = execution.cluster_shape()
     concurrent, per, why = trial_resources(spec.tuning.max_concurrent_trials, spec.tuning.n_trials, cpus)
     threads = trial_threads(concurrent, per, cpus, nodes)
     if threads != per:

@@ -138,17 +138,17 @@ def tune_only(spec: Spec, stages, resume: bool = False, verbose: bool = False,
     import mlflow
 
     from pipeline import registry
-    from pipeline._internal import runtime
+    from pipeline import execution
     from pipeline.data import prepare
 
     if spec.tuning is None:
         raise SpecError([f"{spec.filename}: the spec has no tuning section"])
     search_plan(spec)  # spec problems before any work
     with stages.stage("Ray") as note:
-        started = runtime.ensure_ray(verbose=verbose)
-        cpus, nodes, gpus = runtime.cluster_shape()
-        note(runtime.describe_cluster(started, cpus, nodes))
-    plan = runtime.plan_training(spec.scaling, cpus, nodes, gpus)
+        started = execution.ensure_ray(verbose=verbose)
+        cpus, nodes, gpus = execution.cluster_shape()
+        note(execution.describe_cluster(started, cpus, nodes))
+    plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
     experiment_id = registry.configure(spec)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-tune") as run:
         mlflow.set_tag("rayline.kind", "tune")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline._internal.runtime import TrainPlan
+from pipeline.execution import TrainPlan
 from pipeline.models import TrainData, load_model, train_families
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,8 @@ from pipeline.metrics import (
     REGRESSION_FORMULA_NAMES, better, classification_metrics, compute_metrics,
     confusion_matrix_table, metric_direction, regression_metrics, threshold_failures,
 )
-from pipeline.spec import CLASSIFICATION_METRICS, CustomMetric, Evaluation
+from pipeline.metrics import CLASSIFICATION_METRICS
+from pipeline.spec import CustomMetric, Evaluation
 
 # Binary, string labels; positive class "yes".
 Y_TRUE = ["no", "yes", "yes", "no", "yes", "no", "no", "yes"]

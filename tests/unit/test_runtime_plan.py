@@ -1,10 +1,10 @@
-"""pipeline._internal.runtime.plan_training: Ray Train sizing from the cluster's shape, no Ray needed."""
+"""pipeline._internal.execution.plan_training: Ray Train sizing from the cluster's shape, no Ray needed."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline._internal.runtime import TrainPlan, plan_training
+from pipeline.execution import TrainPlan, plan_training
 from pipeline.spec import Scaling, parse_spec
 
 SINGLE_NODE = "one multi-threaded worker: a single node gains nothing from data-parallel workers"

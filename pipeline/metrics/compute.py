@@ -19,7 +19,7 @@ Classification (`classification_metrics`)
       empty sample, ...) is NaN; it never raises. Misuse of the API (a proba of the wrong shape,
       a cost matrix of the wrong size, a formula on a multiclass problem) does raise ValueError.
 
-Custom metrics (``spec.CustomMetric``)
+Custom metrics (``spec.CustomMetric``: name, cost_matrix, formula, direction)
     * ``cost_matrix``: rows are the actual class, columns the predicted class, both in the order
       of ``classes``. The value is the **mean cost per row**: ``sum(cost * confusion) / n``.
       Lower is better.
@@ -36,12 +36,8 @@ Regression (`regression_metrics`)
     any actual value is 0 (it is undefined there). r2_score is NaN when it is undefined (fewer
     than two rows, or constant actual values).
 
-Direction (`better`, `threshold_failures`, `metric_direction`)
-    Lower is better for mse, rmse, mae, mape, log_loss, fp, fn, cost_matrix custom metrics and
-    any other metric whose name ends in ``error``/``loss``/``cost``; higher is better otherwise.
-    Pass the spec's CustomMetric definitions as ``custom`` so that a custom metric's explicit
-    ``direction`` wins and a cost_matrix metric is always minimized whatever its name. Names
-    prefixed ``train_``/``val_``/``validation_``/``test_`` take the direction of the metric.
+
+Direction and thresholds: pipeline.metrics.names.
 """
 
 from __future__ import annotations
@@ -49,31 +45,17 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from sklearn import metrics as skm
 
 from pipeline.formula import Formula
-from pipeline.spec import (
-    CLASSIFICATION_METRICS, CONFUSION_NAMES, METRIC_ALIASES, REGRESSION_FORMULA_NAMES,
-    REGRESSION_METRICS, CustomMetric,
+from pipeline.metrics.names import (
+    CLASSIFICATION_METRICS, CONFUSION_NAMES, REGRESSION_FORMULA_NAMES, REGRESSION_METRICS, canonical,
 )
 
-__all__ = [
-    "classification_metrics", "regression_metrics", "compute_metrics", "confusion_matrix_table",
-    "better", "threshold_failures", "metric_direction", "LOWER_IS_BETTER",
-    "REGRESSION_FORMULA_NAMES",
-]
-
 NAN = float("nan")
-
-#: Names a regression custom-metric formula may use.
-
-#: Built-in metrics where a smaller value is better.
-LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "mape", "log_loss", "fp", "fn"})
-_LOWER_SUFFIXES = ("error", "loss", "cost")
-_SPLIT_PREFIXES = ("train_", "training_", "val_", "validation_", "test_")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -117,10 +99,6 @@ def _plain(label: Any) -> Any:
     return label.item() if isinstance(label, np.generic) else label
 
 
-def _canonical(name: str) -> str:
-    return METRIC_ALIASES.get(name, name)
-
-
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence) -> np.ndarray:
     if len(y_true) == 0:
         return np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -132,7 +110,7 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence) -> np.
 # --------------------------------------------------------------------------- classification
 
 def classification_metrics(y_true, y_pred, proba, classes: list, names: list[str],
-                           custom: Sequence[CustomMetric] = ()) -> dict[str, float]:
+                           custom: Sequence[Any] = ()) -> dict[str, float]:
     """Classification metrics named in `names` (see the module docstring), plus `custom`."""
     y_true, y_pred = _labels(y_true), _labels(y_pred)
     if len(y_true) != len(y_pred):
@@ -146,7 +124,7 @@ def classification_metrics(y_true, y_pred, proba, classes: list, names: list[str
         if proba.ndim != 2 or proba.shape != (len(y_true), n_classes):
             raise ValueError(f"proba has shape {proba.shape}; expected ({len(y_true)}, {n_classes}) "
                              f"aligned with classes {classes}")
-    names = [_canonical(n) for n in names]
+    names = [canonical(n) for n in names]
     unknown = [n for n in names if n not in CLASSIFICATION_METRICS]
     if unknown:
         raise ValueError(f"unknown classification metric(s) {', '.join(unknown)}; "
@@ -203,7 +181,7 @@ def _binary_counts(cm: np.ndarray) -> dict[str, int]:
             "positives": tp + fn, "negatives": tn + fp}
 
 
-def _classification_custom(metric: CustomMetric, y_true: np.ndarray, y_pred: np.ndarray,
+def _classification_custom(metric: Any, y_true: np.ndarray, y_pred: np.ndarray,
                            classes: list) -> float:
     n_classes = len(classes)
     if metric.cost_matrix is not None:
@@ -225,7 +203,7 @@ def _classification_custom(metric: CustomMetric, y_true: np.ndarray, y_pred: np.
     return _evaluate_formula(metric, counts, CONFUSION_NAMES)
 
 
-def _evaluate_formula(metric: CustomMetric, values: Mapping[str, float],
+def _evaluate_formula(metric: Any, values: Mapping[str, float],
                       allowed: Iterable[str]) -> float:
     try:
         formula = Formula.parse(metric.formula, allowed_names=allowed)
@@ -238,13 +216,13 @@ def _evaluate_formula(metric: CustomMetric, values: Mapping[str, float],
 # --------------------------------------------------------------------------- regression
 
 def regression_metrics(y_true, y_pred, names: list[str],
-                       custom: Sequence[CustomMetric] = ()) -> dict[str, float]:
+                       custom: Sequence[Any] = ()) -> dict[str, float]:
     """Regression metrics named in `names` (see the module docstring), plus `custom`."""
     y_true = np.asarray(y_true, dtype=np.float64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
     if len(y_true) != len(y_pred):
         raise ValueError(f"y_true has {len(y_true)} rows but y_pred has {len(y_pred)}")
-    names = [_canonical(n) for n in names]
+    names = [canonical(n) for n in names]
     unknown = [n for n in names if n not in REGRESSION_METRICS]
     if unknown:
         raise ValueError(f"unknown regression metric(s) {', '.join(unknown)}; "
@@ -307,74 +285,3 @@ def confusion_matrix_table(y_true, y_pred, classes) -> dict:
             "matrix": [[int(v) for v in row] for row in cm]}
 
 
-# --------------------------------------------------------------------------- direction, thresholds
-
-def metric_direction(metric: str, custom: Sequence[CustomMetric] = ()) -> str:
-    """"minimize" or "maximize" for a metric name (see the module docstring)."""
-    for definition in custom:
-        if definition.name == metric:
-            if definition.direction != "auto":
-                return definition.direction
-            if definition.cost_matrix is not None:
-                return "minimize"
-            break  # an "auto" formula metric: judged by its name, below
-    name = _canonical(metric)
-    for prefix in _SPLIT_PREFIXES:
-        if name.startswith(prefix) and _canonical(name[len(prefix):]) in (
-                *CLASSIFICATION_METRICS, *REGRESSION_METRICS, *LOWER_IS_BETTER):
-            name = _canonical(name[len(prefix):])
-            break
-    if name in LOWER_IS_BETTER or name.lower().endswith(_LOWER_SUFFIXES):
-        return "minimize"
-    return "maximize"
-
-
-def _is_nan(value: Any) -> bool:
-    try:
-        return value is None or math.isnan(float(value))
-    except (TypeError, ValueError):
-        return True
-
-
-def better(metric: str, a: float, b: float, custom: Sequence[CustomMetric] = ()) -> bool:
-    """True if `a` is strictly better than `b` for `metric`; NaN is always worse."""
-    if _is_nan(a):
-        return False
-    if _is_nan(b):
-        return True
-    if metric_direction(metric, custom) == "minimize":
-        return float(a) < float(b)
-    return float(a) > float(b)
-
-
-def _num(value: float) -> str:
-    """4 significant digits, shown as a Python float (0.057, 3.0, 0.543)."""
-    return repr(float(f"{float(value):.4g}"))
-
-
-def threshold_failures(metrics: Mapping[str, float], thresholds: Mapping[str, float],
-                       custom: Sequence[CustomMetric] = ()) -> list[str]:
-    """One human message per threshold not met (an empty list means all are met).
-
-    For a higher-is-better metric the threshold is a minimum, for a lower-is-better one a
-    maximum; meeting it exactly passes. A metric that is missing or NaN fails.
-    """
-    failures: list[str] = []
-    for raw_name, limit in thresholds.items():
-        name = raw_name if raw_name in metrics else _canonical(raw_name)
-        minimize = metric_direction(name, custom) == "minimize"
-        kind = "maximum" if minimize else "threshold"
-        if name not in metrics:
-            failures.append(f"{name} was not computed, so it cannot meet the {kind} {_num(limit)}")
-            continue
-        value = metrics[name]
-        if _is_nan(value):
-            failures.append(f"{name} is NaN (could not be computed), so it cannot meet the "
-                            f"{kind} {_num(limit)}")
-        elif minimize and float(value) > float(limit):
-            failures.append(f"{name} {_num(value)} is above the maximum {_num(limit)} "
-                            f"by {_num(float(value) - float(limit))}")
-        elif not minimize and float(value) < float(limit):
-            failures.append(f"{name} {_num(value)} is below the threshold {_num(limit)} "
-                            f"by {_num(float(limit) - float(value))}")
-    return failures

@@ -1,4 +1,4 @@
-"""Connecting to Ray and choosing how to use it.
+"""Connecting to Ray and choosing how to use it (the execution plan).
 
 `ensure_ray` attaches to RAY_ADDRESS (a cluster, or the one `ray job submit` runs us in) or starts
 a local Ray; `plan_training` sizes Ray Train from what the cluster reports, keeping a CPU free for
@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipeline.spec import Scaling
+from pipeline.models.base import TrainPlan
+
+if TYPE_CHECKING:
+    from pipeline.spec import Scaling
 
 log = logging.getLogger("rayline")
 
@@ -49,18 +52,6 @@ def _quiet_ray_data(verbose: bool) -> None:
     logging.getLogger("ray.train").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-@dataclass(frozen=True)
-class TrainPlan:
-    num_workers: int
-    cpus_per_worker: float
-    use_gpu: bool
-    reason: str
-
-    @property
-    def threads(self) -> int:
-        return max(1, int(self.cpus_per_worker))
-
-
 def cluster_shape() -> tuple[float, int, float]:
     """(CPUs free for new work, alive nodes, total GPUs) as Ray reports them.
 
@@ -87,7 +78,7 @@ def describe_cluster(started: bool, cpus: float, nodes: int) -> str:
     return f"{where}: {cpus:g} CPUs free{held} on {nodes} node(s)"
 
 
-def plan_training(scaling: Scaling, cpus: float, nodes: int, gpus: float) -> TrainPlan:
+def plan_training(scaling: "Scaling", cpus: float, nodes: int, gpus: float) -> TrainPlan:
     """How many Ray Train workers, and how big, for one training run. The reason says what was
     chosen and, where the spec asked for more than fits, what was cut and why."""
     spare = max(1.0, cpus - 1.0)  # one CPU stays with Ray Data
