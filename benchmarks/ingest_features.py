@@ -59,9 +59,9 @@ def run_project(spec) -> tuple[C.Timer, dict]:
 
     t = C.Timer(cpu=True)
     with t.stage("read"):
-        ds = read_sources(spec)                         # materialised, as `rayline run` does
+        ds = read_sources(spec.sources, spec.origin)                         # materialised, as `rayline run` does
     with t.stage("validate"):
-        passed, bad, report = validate_dataset(ds, spec)
+        passed, bad, report = validate_dataset(ds, spec.expectations, spec.id_column, spec.origin)
     with t.stage("fit"):
         pipeline = FeaturePipeline.from_spec(spec.transformations, C.feature_inputs(),
                                              C.column_kinds())

@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     with stage("plan + unique pass"):
         ds = read_files(spec.sources[0])
         total = ds.count()                                  # parquet metadata, no data read
-        rules, flagged = flag_dataset(ds, spec)
+        rules, flagged = flag_dataset(ds, spec.expectations)
     with stage("validate (pass 1)"):
         bad = flagged.filter(expr=col(REASONS) != lit("")).to_pandas()
         failures = table_checks(spec.expectations, total, list(ds.schema().names), spec.where)

@@ -167,7 +167,7 @@ def run_project(spec, rows: int, plan, rounds: int, storage: str, tag: str) -> t
 
     t = C.Timer(cpu=True)
     with t.stage("read"):
-        frame = read_sources(spec).to_pandas()          # as pipeline.data.prepare does
+        frame = read_sources(spec.sources, spec.origin).to_pandas()          # as pipeline.data.prepare does
         X = frame[FEATURES].to_numpy(dtype=np.float64)
         y = frame[LABEL].to_numpy(dtype=np.int64)
         del frame

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     from pipeline import execution
-    from pipeline._internal.progress import Stages
+    from pipeline.progress import Stages
     from pipeline.models import TrainData
 
     execution.quiet_libraries()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs._common import run_job
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.batch_score", description=__doc__)
@@ -22,25 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
-    from pipeline.execution import quiet_libraries
-    from pipeline.scoring import ScoringError, score
-    from pipeline.sources import SourceError
-    from pipeline.spec import SpecError, load_spec
+    def work() -> int:
+        from pipeline.execution import quiet_libraries
+        from pipeline.scoring import score
+        from pipeline.spec import load_spec
 
-    quiet_libraries(args.verbose)
-    try:
+        quiet_libraries(args.verbose)
         spec = load_spec(args.spec)
         result = score(spec, model=args.model, input=args.input, output=args.output,
                        format=args.format, verbose=args.verbose,
                        progress=lambda line: print(line, flush=True))
-    except SpecError as exc:
-        print("spec error:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
-        return 1
-    except (ScoringError, SourceError) as exc:
-        print(f"cannot score: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(result.summary_lines()), flush=True)
-    return 0
+        print("\n".join(result.summary_lines()), flush=True)
+        return 0
+
+    return run_job(work, titles={Exception: "cannot score"})
 
 
 if __name__ == "__main__":

@@ -12,37 +12,52 @@ from typing import Optional
 
 import pandas as pd
 
-from pipeline._internal.progress import Stages
+from pipeline.progress import Stages
 from pipeline.spec import Spec, SpecError
 from pipeline.validation import REASONS, ValidationFailed, ValidationReport, validate_dataset
-from pipeline.versioning import TableVersion
+from pipeline.versioning import QUARANTINE, TableStore, TableVersion, log_versions
 
 
 @dataclass
 class PreparedData:
+    """The data stage's outcome: the rows that passed validation, the report, the versions."""
     frame: pd.DataFrame                       # rows that passed validation, in canonical order
     report: ValidationReport
     versions: dict[str, TableVersion] = field(default_factory=dict)
     raw_version: Optional[int] = None         # the raw_data version the run read or wrote
 
+    @property
+    def table_versions(self) -> dict[str, int]:
+        """Table -> version this run read or wrote (the quarantine, appended to, aside)."""
+        out = {name: v.version for name, v in self.versions.items() if name != QUARANTINE}
+        if self.raw_version is not None:
+            out["raw_data"] = self.raw_version
+        return out
 
-def ingest(spec: Spec, stages: Stages, run_id: Optional[str], data_version: Optional[int]):
+    @property
+    def summary(self) -> dict:
+        r = self.report
+        return {"rows": r.rows, "passed": r.passed_rows, "quarantined": r.bad_rows,
+                "rules": len(r.results), "failed_rules": [f"{x.column}:{x.rule}" for x in r.results if x.failed]}
+
+
+def ingest(sources: list, origin, store: TableStore, stages: Stages, run_id: Optional[str],
+           data_version: Optional[int]):
     """(Dataset, raw_data TableVersion or None): the sources, or raw_data pinned at data_version."""
-    from pipeline import versioning
     from pipeline.sources import read_sources
 
     with stages.stage("Ingest") as note:
         if data_version is not None:
-            ds = versioning.read_table(spec, "raw_data", data_version).materialize()
-            origin = f"raw_data version {data_version}"
+            ds = store.read_table("raw_data", data_version).materialize()
+            came_from = f"raw_data version {data_version}"
         else:
-            ds = read_sources(spec).materialize()
-            origin = f"{len(spec.sources)} source(s)"
-        note(f"{ds.count():,} rows x {len(ds.schema().names)} columns from {origin}")
+            ds = read_sources(sources, origin).materialize()
+            came_from = f"{len(sources)} source(s)"
+        note(f"{ds.count():,} rows x {len(ds.schema().names)} columns from {came_from}")
     raw = None
-    if data_version is None and versioning.tracked(spec, "raw_data"):
+    if data_version is None and store.tracked("raw_data"):
         with stages.stage("Version raw_data") as note:
-            raw = versioning.write_dataset(spec, "raw_data", ds, run_id)
+            raw = store.write_dataset("raw_data", ds, run_id)
             note(f"version {raw.version}, {raw.rows:,} rows, hash {raw.content_hash[:12]}")
     return ds, raw
 
@@ -81,20 +96,19 @@ def prepare(spec: Spec, stages: Stages, run_id: Optional[str] = None,
             data_version: Optional[int] = None, log_to_mlflow: bool = True) -> PreparedData:
     """Ingest, version and validate. Raises SpecError (the spec names columns the data lacks)
     or ValidationFailed (after writing the report, and the quarantine when there is one)."""
-    from pipeline import versioning
-
-    ds, raw = ingest(spec, stages, run_id, data_version)
+    store = TableStore.of(spec.data_versioning, spec.name)
+    ds, raw = ingest(spec.sources, spec.origin, store, stages, run_id, data_version)
     versions = {"raw_data": raw} if raw else {}
     problems = check_columns(spec, list(ds.schema().names))
     if problems:
         raise SpecError(problems)
     with stages.stage("Validate") as note:
         try:
-            passed, bad, report = validate_dataset(ds, spec)
+            passed, bad, report = validate_dataset(ds, spec.expectations, spec.id_column, spec.origin)
         except ValidationFailed as exc:
-            _record_validation(spec, exc.report, exc.bad_rows, run_id, log_to_mlflow, versions)
+            _record_validation(store, exc.report, exc.bad_rows, run_id, log_to_mlflow, versions)
             raise
-        quarantine = _record_validation(spec, report, bad, run_id, log_to_mlflow, versions)
+        quarantine = _record_validation(store, report, bad, run_id, log_to_mlflow, versions)
         note(f"{report.passed_rows:,} passed, {report.bad_rows:,} quarantined"
              + (f" ({quarantine})" if quarantine else "") + f"; {len(report.results)} rules")
     frame = passed.to_pandas()
@@ -102,27 +116,27 @@ def prepare(spec: Spec, stages: Stages, run_id: Optional[str] = None,
         # A canonical order, whatever order the sources delivered: the split depends on it.
         frame = frame.sort_values(spec.id_column, kind="stable", ignore_index=True)
     assert report.rows == report.passed_rows + report.bad_rows == len(frame) + len(bad)
-    if versioning.tracked(spec, "processed_data"):
+    if store.tracked("processed_data"):
         with stages.stage("Version processed_data") as note:
-            processed = versioning.write_frame(spec, "processed_data", frame, run_id)
+            processed = store.write_frame("processed_data", frame, run_id)
             versions["processed_data"] = processed
             note(f"version {processed.version}, {processed.rows:,} rows, hash {processed.content_hash[:12]}")
     if log_to_mlflow:
         import mlflow
 
-        versioning.log_versions(v for k, v in versions.items() if k != "raw_data")
+        log_versions(v for k, v in versions.items() if k != "raw_data")
         if data_version is not None:
             mlflow.log_param("data.raw_data.pinned_version", data_version)
     return PreparedData(frame=frame, report=report, versions=versions,
                         raw_version=raw.version if raw else data_version)
 
 
-def _record_validation(spec: Spec, report: ValidationReport, bad: pd.DataFrame,
+def _record_validation(store: TableStore, report: ValidationReport, bad: pd.DataFrame,
                        run_id: Optional[str], log_to_mlflow: bool,
                        versions: dict[str, TableVersion]) -> Optional[str]:
     """Report to MLflow; bad rows with their reasons to the quarantine table. Returns where the
     quarantine went, if anywhere."""
-    from pipeline import registry, versioning
+    from pipeline import registry
 
     where = None
     if len(bad):
@@ -130,14 +144,14 @@ def _record_validation(spec: Spec, report: ValidationReport, bad: pd.DataFrame,
         rows["_run_id"] = run_id or ""
         rows["_quarantined_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = rows.astype({c: "string" for c in rows.columns if rows[c].dtype == object})
-        table = versioning.write_frame(spec, versioning.QUARANTINE, rows, run_id, mode="append")
-        versions[versioning.QUARANTINE] = table
+        table = store.write_frame(QUARANTINE, rows, run_id, mode="append")
+        versions[QUARANTINE] = table
         where = f"{table.path} v{table.version}"
     if log_to_mlflow:
         import mlflow
 
         if "raw_data" in versions:
-            versioning.log_versions([versions["raw_data"]])
+            log_versions([versions["raw_data"]])
         registry.log_dict(report.to_dict(), "validation/report.json")
         mlflow.log_text(report.to_markdown(), "validation/report.md")
         mlflow.log_text(report.to_html(), "validation/report.html")
@@ -157,13 +171,12 @@ def validate_only(spec: Spec, stages: Stages, verbose: bool = False,
     """`rayline validate`: ingest and validate in an MLflow run of their own. (report, run id)."""
     import mlflow
 
-    from pipeline import registry
-    from pipeline import execution
+    from pipeline import execution, registry
 
     with stages.stage("Ray") as note:
         started = execution.ensure_ray(verbose=verbose)
         note("local cluster" if started else "connected")
-    experiment_id = registry.configure(spec)
+    experiment_id = registry.configure_for(spec)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-validate") as run:
         mlflow.set_tag("rayline.kind", "validate")
         registry.log_spec(spec)

@@ -11,7 +11,7 @@ code, so the mapping from an exception to a message and an exit code lives here 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence, Union
+from typing import ClassVar, Mapping, Optional, Sequence, Union
 
 
 class RaylineError(Exception):
@@ -23,6 +23,9 @@ class RaylineError(Exception):
 
     exit_code: ClassVar[int] = 1
     title: ClassVar[str] = "error"
+    #: What did not happen because of this error, when it says more than the command's own
+    #: phrase (a refused run trained models but registered none).
+    outcome: ClassVar[Optional[str]] = None
 
     def __init__(self, problems: Union[str, Sequence[str]] = (), *, where: Optional[str] = None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
@@ -46,14 +49,17 @@ class Failure:
 
 
 def describe(exc: BaseException, outcome: Optional[str] = None,
-             title: Optional[str] = None) -> Optional[Failure]:
+             titles: Optional[Mapping[type, str]] = None) -> Optional[Failure]:
     """The failure to report for `exc`, or None when it is not one rayline expects (a bug: let
-    the traceback through). `outcome` says what did not happen ("nothing was trained") and is
-    appended to the title of errors that stop a workload part way; `title` replaces the
-    error's own headline (a command that knows better what failed)."""
+    the traceback through). `outcome` says what the command did not do ("nothing was
+    trained") and is appended to the headline; `titles` replaces the headline of some error
+    classes where the command knows better what failed (a SpecError found while reading the
+    data: "the spec does not match the data")."""
     if not isinstance(exc, RaylineError):
         return None
-    headline = title or getattr(exc, "headline", None) or exc.title
-    if outcome and getattr(exc, "stops_work", True):
-        headline = f"{headline}; {outcome}"
+    headline = next((t for cls, t in (titles or {}).items() if isinstance(exc, cls)), None) \
+        or getattr(exc, "headline", None) or exc.title
+    suffix = exc.outcome or outcome
+    if suffix:
+        headline = f"{headline}; {suffix}"
     return Failure(headline, list(exc.problems) or [str(exc)], exc.exit_code)

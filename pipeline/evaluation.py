@@ -1,5 +1,9 @@
 """The evaluate workload: metrics per model, latency, selection, the leaderboard, and the
-champion's diagnostics (confusion matrix, ROC and precision-recall curves, residuals, slices)."""
+champion's diagnostics (confusion matrix, ROC and precision-recall curves, residuals, slices).
+
+Everything here works from an `EvaluationPlan` (the spec's evaluation section resolved for its
+problem type: metrics, custom metrics, slices, thresholds, the ranking metric and latency
+budget), not from the whole spec."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from pipeline.spec import LATENCY_BUDGET_RE, Spec
+from pipeline.errors import RaylineError
+from pipeline.spec import EvaluationPlan
 
 
 @dataclass
@@ -25,27 +30,29 @@ class Candidate:
     train_seconds: float
 
 
-class NoEligibleModel(RuntimeError):
-    pass
+class NoEligibleModel(RaylineError, RuntimeError):
+    """No candidate meets the selection criteria (e.g. the latency budget)."""
+
+    title = "no model meets the selection criteria"
 
 
-def predictions(spec: Spec, model, X: np.ndarray, classes: Optional[list]):
+def predictions(plan: EvaluationPlan, model, X: np.ndarray, classes: Optional[list]):
     """(predicted labels or values, class probabilities or None)."""
     scores = model.predict_scores(X)
-    if spec.problem_type == "regression":
+    if plan.problem_type == "regression":
         return scores, None
     return np.asarray(classes)[scores.argmax(axis=1)], scores
 
 
-def split_metrics(spec: Spec, model, X: np.ndarray, truth: np.ndarray,
+def split_metrics(plan: EvaluationPlan, model, X: np.ndarray, truth: np.ndarray,
                   classes: Optional[list]) -> dict[str, float]:
     from pipeline.metrics import compute_metrics
 
     if len(truth) == 0:
         return {}
-    pred, proba = predictions(spec, model, X, classes)
-    return compute_metrics(spec.problem_type, truth, pred, proba=proba, classes=classes,
-                           names=spec.metric_names, custom=spec.evaluation.custom)
+    pred, proba = predictions(plan, model, X, classes)
+    return compute_metrics(plan.problem_type, truth, pred, proba=proba, classes=classes,
+                           names=list(plan.metrics), custom=list(plan.custom))
 
 
 def measure_latency(predictor, frame: pd.DataFrame, singles: int = 200,
@@ -73,26 +80,14 @@ def measure_latency(predictor, frame: pd.DataFrame, singles: int = 200,
             "batch1000_p50_ms": float(np.percentile(many, 50))}
 
 
-def latency_budget(spec: Spec) -> Optional[tuple[str, float]]:
-    """('p50_ms' | 'p99_ms', milliseconds) from a criterion like `inference_latency < 20ms`."""
-    from pipeline._internal.units import parse_duration
-
-    for criterion in spec.selection_criteria:
-        match = LATENCY_BUDGET_RE.match(criterion)
-        if match:
-            key = "p50_ms" if match.group(1) == "latency_p50" else "p99_ms"
-            return key, parse_duration(match.group(3)) * 1000
-    return None
-
-
-def select(spec: Spec, candidates: list[Candidate]) -> Candidate:
+def select(plan: EvaluationPlan, candidates: list[Candidate]) -> Candidate:
     """The champion, following selection_criteria in order: the primary metric on validation,
     then the latency budget (models over it are out), then interpretability on ties."""
     from pipeline.metrics import better
 
-    metric, _ = spec.primary_metric
+    metric, _ = plan.primary
     eligible = list(candidates)
-    budget = latency_budget(spec)
+    budget = plan.latency_budget
     if budget:
         key, limit = budget
         eligible = [c for c in candidates if c.latency.get(key, float("inf")) <= limit]
@@ -105,13 +100,13 @@ def select(spec: Spec, candidates: list[Candidate]) -> Candidate:
     for c in eligible[1:]:
         a, b = c.val.get(metric, float("nan")), best.val.get(metric, float("nan"))
         tie = abs(a - b) <= 1e-6
-        if (not tie and better(metric, a, b, spec.evaluation.custom)) or \
+        if (not tie and better(metric, a, b, plan.custom)) or \
                 (tie and c.model.interpretability > best.model.interpretability):
             best = c
     return best
 
 
-def leaderboard(spec: Spec, candidates: list[Candidate], champion: Candidate) -> list[dict]:
+def leaderboard(candidates: list[Candidate], champion: Optional[Candidate]) -> list[dict]:
     rows = []
     for c in candidates:
         rows.append({"model": c.family, "champion": c is champion,
@@ -124,10 +119,10 @@ def leaderboard(spec: Spec, candidates: list[Candidate], champion: Candidate) ->
     return rows
 
 
-def leaderboard_table(spec: Spec, board: list[dict], title: str = "Leaderboard (validation)"):
+def leaderboard_table(plan: EvaluationPlan, board: list[dict], title: str = "Leaderboard (validation)"):
     from rich.table import Table
 
-    shown = [m for m in spec.metric_names if m != "confusion_matrix"]
+    shown = [m for m in plan.metrics if m != "confusion_matrix"]
     table = Table(title=title, title_justify="left")
     table.add_column("model", no_wrap=True)
     for m in shown:
@@ -148,26 +143,26 @@ def _fmt(value, digits: int = 4) -> str:
 
 # --------------------------------------------------------------------------- diagnostics
 
-def slice_metrics(spec: Spec, frame: pd.DataFrame, truth: np.ndarray, pred: np.ndarray,
+def slice_metrics(plan: EvaluationPlan, frame: pd.DataFrame, truth: np.ndarray, pred: np.ndarray,
                   proba: Optional[np.ndarray], classes: Optional[list]) -> dict[str, dict[str, dict]]:
     """Metrics per value of each `evaluation.slices` column: {column: {value: {n, metric: v}}}."""
     from pipeline.metrics import compute_metrics
 
     out: dict[str, dict[str, dict]] = {}
-    names = [m for m in spec.metric_names if m != "confusion_matrix"]
-    for column in spec.evaluation.slices:
+    names = [m for m in plan.metrics if m != "confusion_matrix"]
+    for column in plan.slices:
         values = frame[column].astype("string").fillna("<null>").to_numpy()
         out[column] = {}
         for value in sorted(set(values)):
             mask = values == value
-            metrics = compute_metrics(spec.problem_type, truth[mask], pred[mask],
+            metrics = compute_metrics(plan.problem_type, truth[mask], pred[mask],
                                       proba=None if proba is None else proba[mask],
                                       classes=classes, names=names)
             out[column][str(value)] = {"n": int(mask.sum()), **metrics}
     return out
 
 
-def diagnostics(spec: Spec, frame: pd.DataFrame, truth: np.ndarray, pred: np.ndarray,
+def diagnostics(plan: EvaluationPlan, frame: pd.DataFrame, truth: np.ndarray, pred: np.ndarray,
                 proba: Optional[np.ndarray], classes: Optional[list], directory: Path) -> list[Path]:
     """Plots (PNG) and their data (JSON) for the champion on the test split."""
     import matplotlib
@@ -175,14 +170,14 @@ def diagnostics(spec: Spec, frame: pd.DataFrame, truth: np.ndarray, pred: np.nda
     matplotlib.use("Agg")
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if spec.problem_type == "classification":
+    if plan.problem_type == "classification":
         written += _confusion(truth, pred, classes, directory)
         written += _curves(truth, proba, classes, directory)
     else:
         written += _residuals(truth, pred, directory)
-    if spec.evaluation.slices:
+    if plan.slices:
         path = directory / "slices.json"
-        path.write_text(json.dumps(slice_metrics(spec, frame, truth, pred, proba, classes), indent=2))
+        path.write_text(json.dumps(slice_metrics(plan, frame, truth, pred, proba, classes), indent=2))
         written.append(path)
     return written
 

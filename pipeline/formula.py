@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from pipeline.errors import RaylineError
+
 MAX_LENGTH = 1000
 MAX_NODES = 200
 
@@ -63,8 +65,10 @@ _ALLOWED_NODES = (
 )
 
 
-class FormulaError(ValueError):
+class FormulaError(RaylineError, ValueError):
     """A formula that is not in the language, or names something it may not."""
+
+    title = "not a valid formula"
 
 
 @dataclass(frozen=True)

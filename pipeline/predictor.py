@@ -7,7 +7,7 @@ artifact; serving, batch scoring and `mlflow.pyfunc.load_model` all load it thro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,17 +16,21 @@ import pandas as pd
 
 from pipeline.features import FeaturePipeline
 from pipeline.models import TrainedModel, load_model
+from pipeline.rules import ColumnRules
 
 
 @dataclass
-class FieldSpec:
-    name: str
-    kind: str                                 # numeric | categorical | boolean
-    nullable: bool = True
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    values: Optional[list[Any]] = None        # allowed values, from the spec's expectations
+class FieldSpec(ColumnRules):
+    """One input of a registered model: its rules (kind here is the training data's:
+    numeric | categorical | boolean) and example values for the API docs."""
     examples: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, rules: ColumnRules, examples: list[Any]) -> "FieldSpec":
+        return cls(**{f.name: getattr(rules, f.name) for f in fields(ColumnRules)}, examples=examples)
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"examples": list(self.examples)}
 
 
 @dataclass
@@ -34,7 +38,7 @@ class InputSchema:
     fields: list[FieldSpec]
 
     def to_dict(self) -> dict:
-        return {"fields": [asdict(f) for f in self.fields]}
+        return {"fields": [f.to_dict() for f in self.fields]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InputSchema":
@@ -53,22 +57,22 @@ def column_kind(series: pd.Series) -> str:
 
 
 def infer_schema(frame: pd.DataFrame, columns: list[str], expectations) -> InputSchema:
-    rules = {c.column: c for c in expectations.columns}
-    fields = []
+    """The spec's rules for each input column, as a model checks one record: the kind is the
+    training data's (a spec `type` is a check of the data, made at validation), and `unique` and
+    `regex` stay with validation (`unique` is a property of a whole dataset; serving and batch
+    scoring have never applied a regex, and a model's callers should not start seeing refusals
+    because the model was retrained)."""
+    declared = {c.column: ColumnRules.from_expectation(c) for c in expectations.columns}
+    out = []
     for name in columns:
         series = frame[name]
-        rule = rules.get(name)
+        rules = declared.get(name) or ColumnRules(name, None)
         sample = series.dropna()
         example = _json_value(sample.iloc[0]) if len(sample) else None
-        fields.append(FieldSpec(
-            name=name, kind=column_kind(series),
-            nullable=not (rule is not None and rule.nullable is False),
-            minimum=rule.range[0] if rule is not None and rule.range else None,
-            maximum=rule.range[1] if rule is not None and rule.range else None,
-            values=list(rule.values) if rule is not None and rule.values is not None else None,
-            examples=[example] if example is not None else [],
-        ))
-    return InputSchema(fields)
+        out.append(FieldSpec.of(
+            replace(rules, kind=column_kind(series), unique=False, regex=None),
+            examples=[example] if example is not None else []))
+    return InputSchema(out)
 
 
 def _json_value(value: Any) -> Any:

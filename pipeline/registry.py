@@ -1,55 +1,85 @@
-"""MLflow: tracking setup, the run's records, registration and aliases.
+"""MLflow: tracking setup, the run's records, registration, and loading a registered version.
 
 The SQLite database and the experiment are created here, in the driver, before any worker could
 log (MLflow's first-time schema migration races when several processes start it at once).
+Reading aliases is here; changing them is `pipeline.lifecycle`'s, which records every change.
+
+`load_predictor` is the one way a registered version becomes a Predictor: serving replicas,
+batch scoring actors and the Kafka consumer all call it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import yaml
 
-from pipeline.spec import Spec
+from pipeline.errors import NotFound
+
+if TYPE_CHECKING:
+    from pipeline.predictor import InputSchema, Predictor
+    from pipeline.spec import Spec, Tracking
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
 
 
-def configure(spec: Spec) -> str:
-    """Point MLflow at the spec's tracking URI and make sure the experiment exists. Returns its id."""
+class NotRegistered(NotFound):
+    """No such registered model, version or alias."""
+
+    title = "no registered model"
+
+
+def configure(tracking: "Tracking", experiment: str) -> str:
+    """Point MLflow at the tracking URI and make sure the experiment exists. Returns its id."""
     import mlflow
 
-    uri = spec.tracking.uri
+    set_uri(tracking.uri)
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(
+        experiment, artifact_location=_artifact_location(tracking, experiment))
+    mlflow.set_experiment(experiment_id=experiment_id)  # nested runs land here too
+    return experiment_id
+
+
+def configure_for(spec: "Spec") -> str:
+    """`configure` with the spec's tracking section and experiment name."""
+    return configure(spec.tracking, spec.experiment_name)
+
+
+def set_uri(uri: str) -> None:
+    """Tracking and registry at `uri` (in a Ray actor or replica, before it reads the registry)."""
+    import mlflow
+
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(spec.experiment_name)
-    experiment_id = experiment.experiment_id if experiment is not None else client.create_experiment(
-        spec.experiment_name, artifact_location=_artifact_location(spec))
-    mlflow.set_experiment(experiment_id=experiment_id)  # nested runs land here too
-    return experiment_id
 
 
-def _artifact_location(spec: Spec) -> Optional[str]:
-    if spec.tracking.artifact_location:
-        return spec.tracking.artifact_location
-    uri = spec.tracking.uri
+def _artifact_location(tracking: "Tracking", experiment: str) -> Optional[str]:
+    if tracking.artifact_location:
+        return tracking.artifact_location
+    uri = tracking.uri
     if uri.startswith("sqlite:///"):
         # Beside the database, so the whole store is one folder (.rayline/) and `mlflow ui
         # --backend-store-uri <uri>` serves the artifacts from wherever it is started.
-        return str(Path(uri[len("sqlite:///"):]).parent / "artifacts" / spec.experiment_name)
+        return str(Path(uri[len("sqlite:///"):]).parent / "artifacts" / experiment)
     return None
 
 
-def log_spec(spec: Spec) -> None:
+# --------------------------------------------------------------------------- the run's records
+
+def log_spec(spec: "Spec") -> None:
     """The spec as written (secrets stay ${VAR}), plus the parameters that define the run."""
     import mlflow
 
@@ -71,14 +101,15 @@ def log_dict(data: Any, artifact: str) -> None:
     mlflow.log_text(json.dumps(data, indent=2, default=str), artifact)
 
 
-def log_predictor(predictor_dir: Path, input_example, model_name: str):
-    """Log the predictor as the run's MLflow model ("model") and register a new version."""
+def log_predictor(predictor_dir: Path, input_example, model_name: Optional[str]):
+    """Log the predictor as the run's MLflow model ("model"); with `model_name`, register it as
+    a new version of that model."""
     import mlflow
 
     from pipeline._internal import mlflow_model
     from pipeline.predictor import ARTIFACT_NAME
 
-    info = mlflow.pyfunc.log_model(
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=mlflow_model.__file__,
         artifacts={ARTIFACT_NAME: str(predictor_dir)},
@@ -86,7 +117,6 @@ def log_predictor(predictor_dir: Path, input_example, model_name: str):
         pip_requirements=_requirements(),
         registered_model_name=model_name,
     )
-    return info
 
 
 def _requirements() -> list[str]:
@@ -96,20 +126,10 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in packages]
 
 
-def promote(model_name: str, version: str) -> Optional[str]:
-    """Make `version` the champion; the champion it replaces becomes `previous` (for rollback).
-    Returns the previous champion's version, if any."""
-    import mlflow
+# --------------------------------------------------------------------------- reading the registry
 
-    client = mlflow.MlflowClient()
-    old = champion_version(model_name)
-    if old is not None and old != str(version):
-        client.set_registered_model_alias(model_name, PREVIOUS, old)
-    client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    return old
-
-
-def champion_version(model_name: str, alias: str = CHAMPION) -> Optional[str]:
+def alias_version(model_name: str, alias: str = CHAMPION) -> Optional[str]:
+    """The version an alias points at, or None."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -119,60 +139,100 @@ def champion_version(model_name: str, alias: str = CHAMPION) -> Optional[str]:
         return None
 
 
+
 def resolve_version(model_name: str, ref: str) -> tuple[str, Any]:
     """(version, ModelVersion) for an alias ('champion') or a version number ('3')."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
+    ref = str(ref)
     try:
         mv = (client.get_model_version(model_name, ref) if ref.isdigit()
               else client.get_model_version_by_alias(model_name, ref))
     except MlflowException as exc:
-        raise LookupError(f"model {model_name!r} has no version {ref!r} in the registry "
-                          f"({mlflow.get_tracking_uri()}): run `rayline run` first") from exc
+        raise NotRegistered(f"model {model_name!r} has no version {ref!r} in the registry "
+                            f"({mlflow.get_tracking_uri()}): run `rayline run` first") from exc
     return str(mv.version), mv
 
 
-def download_model(model_name: str, ref: str, dest: str | Path | None = None) -> tuple[str, Path, Any]:
-    """(version, local model folder, ModelVersion) for `models:/name@alias` or `models:/name/N`."""
+@contextmanager
+def predictor_files(model_name: str, ref: str) -> Iterator[tuple[str, Any, Path]]:
+    """(version, ModelVersion, the predictor folder) of a registered version, downloaded into a
+    temporary folder that is removed when the block ends."""
     import mlflow
 
-    version, mv = resolve_version(model_name, ref)
-    path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
-                                               dst_path=str(dest) if dest else None)
-    return version, Path(path), mv
-
-
-def registered_features(spec: Spec, ref: str = CHAMPION):
-    """(version, fitted FeaturePipeline) of a registered model, read from its artifact."""
-    import tempfile
-
-    from pipeline.features import FeaturePipeline
     from pipeline.predictor import find_predictor_dir
 
-    configure(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        version, path, _ = download_model(spec.name, ref, tmp)
-        return version, FeaturePipeline.load(find_predictor_dir(path) / "features.json")
+    version, mv = resolve_version(model_name, ref)
+    with tempfile.TemporaryDirectory(prefix="rayline-model-") as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                   dst_path=tmp)
+        yield version, mv, find_predictor_dir(path)
 
 
-def latest_leaderboard(spec: Spec, run_id: Optional[str] = None) -> tuple[str, list[dict]]:
+@dataclass
+class LoadedVersion:
+    """A registered version loaded for scoring: its Predictor and what a response names."""
+    name: str
+    version: str
+    run_id: str
+    predictor: "Predictor"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        meta = self.predictor.meta
+        return {"name": self.name, "version": self.version, "family": meta.get("family", "?"),
+                "run_id": self.run_id or meta.get("run_id", ""),
+                "data_versions": meta.get("data_versions", {}),
+                "test_metrics": meta.get("test_metrics", {}),
+                "id_column": meta.get("id_column")}
+
+
+def load_predictor(model_name: str, ref: str, tracking_uri: Optional[str] = None) -> LoadedVersion:
+    """The registered version `ref` (alias or number) of `model_name`, downloaded and loaded
+    (the files are not kept: a Predictor holds everything in memory). `tracking_uri` points
+    MLflow there first: a Ray actor or Serve replica starts with no tracking set."""
+    from pipeline.predictor import Predictor
+
+    if tracking_uri is not None:
+        set_uri(tracking_uri)
+    with predictor_files(model_name, ref) as (version, mv, directory):
+        predictor = Predictor.load(directory)
+    return LoadedVersion(model_name, version, mv.run_id or "", predictor)
+
+
+def load_input_schema(model_name: str, ref: str) -> tuple[str, "InputSchema"]:
+    """(version, input schema) of a registered version, without loading its model."""
+    from pipeline.predictor import InputSchema
+
+    with predictor_files(model_name, ref) as (version, _, directory):
+        return version, InputSchema.from_dict(json.loads((directory / "schema.json").read_text()))
+
+
+def registered_features(model_name: str, ref: str = CHAMPION):
+    """(version, fitted FeaturePipeline) of a registered version, read from its artifact."""
+    from pipeline.features import FeaturePipeline
+
+    with predictor_files(model_name, ref) as (version, _, directory):
+        return version, FeaturePipeline.load(directory / "features.json")
+
+
+def latest_leaderboard(experiment: str, run_id: Optional[str] = None) -> tuple[str, list[dict]]:
     """(run id, leaderboard rows) of `run_id` or of the experiment's latest run that has one."""
     import mlflow
 
-    configure(spec)
     client = mlflow.MlflowClient()
     if run_id is None:
-        experiment = client.get_experiment_by_name(spec.experiment_name)
-        runs = client.search_runs([experiment.experiment_id], "tags.`rayline.champion_family` != ''",
-                                  order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id], "tags.`rayline.champion_family` != ''",
+                                  order_by=["attributes.start_time DESC"], max_results=1) if found else []
         if not runs:
-            raise LookupError(f"no training run in experiment {spec.experiment_name!r} at "
-                              f"{mlflow.get_tracking_uri()}: run `rayline run` first")
+            raise NotFound(f"no training run in experiment {experiment!r} at "
+                           f"{mlflow.get_tracking_uri()}: run `rayline run` first")
         run_id = runs[0].info.run_id
     try:
         path = client.download_artifacts(run_id, "leaderboard.json")
     except Exception as exc:  # MLflow raises several kinds for a missing artifact or run
-        raise LookupError(f"run {run_id} has no leaderboard.json ({exc})") from None
+        raise NotFound(f"run {run_id} has no leaderboard.json ({exc})") from None
     return run_id, json.loads(Path(path).read_text())

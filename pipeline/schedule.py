@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 import yaml
 
-from pipeline.spec import BatchServing, Spec
+from pipeline.errors import RaylineError
+from pipeline.spec import Spec
 
 RAY_IMAGE = "rayproject/ray:2.60.0-py311"
 RAY_VERSION = "2.60.0"
@@ -43,8 +44,10 @@ _CRON_FIELD = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
 _EVERY = re.compile(r"^(\d+)\s*[_ ]?\s*(m|min|minutes?|h|hours?)$")
 
 
-class ScheduleError(ValueError):
-    pass
+class ScheduleError(RaylineError, ValueError):
+    """A frequency, image or working directory a schedule cannot be made from."""
+
+    title = "cannot emit a schedule"
 
 
 def cron_schedule(frequency: str) -> str:
@@ -132,7 +135,7 @@ def rayjob_manifest(spec: Spec, spec_path: str, *, job: str = "batch_score",
     name = resource_name(spec, job.replace("_", "-"))
     entrypoint = ["python", "-m", f"jobs.{job}", "--spec", spec_path]
     if job == "batch_score":
-        batch = spec.serving("batch") or BatchServing(name="batch")
+        batch = spec.serving_or_defaults("batch")
         entrypoint += ["--model", str(model or batch.model)]
     metadata: dict[str, Any] = {"generateName": f"{name}-"} if generate_name else {"name": name}
     if namespace:

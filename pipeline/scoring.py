@@ -27,16 +27,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline._internal.rowchecks import reason_of, row_errors
+from pipeline.errors import RaylineError
+from pipeline.rules.rows import reason_of, row_errors
 from pipeline.predictor import InputSchema, Predictor
 from pipeline.spec import BatchServing, FilesSource, Spec
+from pipeline.versioning import dataset_schema
 
 Loader = Callable[[], Predictor]
 RESERVED = ("prediction", "model_name", "model_version", "scored_at", "score_run_id", "error")
 
 
-class ScoringError(RuntimeError):
+class ScoringError(RaylineError, RuntimeError):
     """The whole job cannot run: no model, no input, a column the model needs is missing."""
+
+    title = "cannot score"
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,9 @@ class RegistryLoader:
     version: str
 
     def __call__(self) -> Predictor:
-        import tempfile
-
-        import mlflow
-
         from pipeline import registry
-        from pipeline.predictor import find_predictor_dir
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        with tempfile.TemporaryDirectory(prefix="rayline-score-") as tmp:
-            _, path, _ = registry.download_model(self.model_name, self.version, tmp)
-            return Predictor.load(find_predictor_dir(path))
+        return registry.load_predictor(self.model_name, self.version, self.tracking_uri).predictor
 
 
 @dataclass
@@ -224,10 +219,10 @@ def score(spec: Spec, *, model: Optional[str] = None, input: Optional[str] = Non
     from pipeline import registry
     from pipeline import execution
 
-    batch = spec.serving("batch") or BatchServing(name="batch")
+    batch = spec.serving_or_defaults("batch")
     ref = str(model or batch.model)
     fmt = format or batch.format
-    registry.configure(spec)
+    registry.configure_for(spec)
     if loader is None:
         try:
             version, _ = registry.resolve_version(spec.name, ref)
@@ -255,7 +250,7 @@ def score(spec: Spec, *, model: Optional[str] = None, input: Optional[str] = Non
         mlflow.log_params({"model_ref": ref, "model_version": version, "input": source,
                            "output": destination, "format": fmt, "max_actors": actors,
                            "batch_size": batch.batch_size or "block"})
-        plan = output_plan(predictor, _arrow_schema(ds), carry, spec.name, version, scored_at,
+        plan = output_plan(predictor, dataset_schema(ds), carry, spec.name, version, scored_at,
                            run.info.run_id)
         tally = _tally_class().remote()
         scored = ds.map_batches(
@@ -284,7 +279,7 @@ def read_input(spec: Spec, batch: BatchServing, input: Optional[str] = None):
 
     path = input or batch.input
     if path is None:
-        return read_sources(spec), "the spec's sources"
+        return read_sources(spec.sources, spec.origin), "the spec's sources"
     if "://" not in path:
         path = os.path.abspath(path)
     try:
@@ -327,12 +322,6 @@ def _check_columns(names: list[str], schema: InputSchema, carry: list[str], sour
     if missing:
         raise ScoringError(f"the input ({source}) has no column(s) {', '.join(missing)}, which the "
                            f"model (or id_column / passthrough) needs; it has: {', '.join(names)}")
-
-
-def _arrow_schema(ds) -> pa.Schema:
-    from pipeline.versioning import _arrow_schema as schema_of
-
-    return schema_of(ds)
 
 
 def _destination(output: str, fmt: str, name: str, version: str, scored_at: datetime) -> str:

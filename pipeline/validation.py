@@ -6,8 +6,8 @@ pass; the rest are the bad rows that `on_failure` decides about. The report (per
 checked, rows failed, a sample of bad values with their id) is built from those reasons, so the
 counts always satisfy rows in = passed + bad.
 
-Type rules are checked here with pandas rather than GE: GE's type expectations look at a typed
-column's dtype as a whole, and quarantine needs to know which rows are wrong.
+The checks themselves (one `Rule` each, the GE expectation it becomes, the pandas type check)
+are compiled from the column's input rules in pipeline.rules.suite; this module runs them.
 """
 
 from __future__ import annotations
@@ -15,39 +15,42 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
 
-from pipeline.spec import ColumnExpectation, Expectations
+from pipeline.errors import RaylineError
+from pipeline.rules import ColumnRules
+from pipeline.rules.suite import Rule, checks, ge_expectation, type_ok
+from pipeline.spec import Expectations
+
+if TYPE_CHECKING:
+    from pipeline.spec import Origin
 
 REASONS = "_rayline_reasons"
 SAMPLE_SIZE = 20
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(RaylineError, RuntimeError):
+    """The data broke the spec's expectations beyond what on_failure allows. `problems` are
+    the report's failure lines (per rule: how many rows, examples with their ids)."""
+
+    title = "data validation failed"
+
     def __init__(self, report: "ValidationReport", message: str, bad_rows: pd.DataFrame | None = None):
         self.report = report
         self.bad_rows = bad_rows if bad_rows is not None else pd.DataFrame(columns=[REASONS])
-        super().__init__(message)
+        self.message = message
+        super().__init__(report.failure_lines())
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
     def headline(self) -> str:
         """The first line of the message: what failed, without the per-rule lines."""
-        return str(self).splitlines()[0].rstrip(":")
-
-
-@dataclass(frozen=True)
-class Rule:
-    column: str
-    rule: str           # type | range | nullable | values | unique | regex
-    detail: str         # human text: "range [0, 100]"
-    params: dict = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.column}:{self.rule}"
+        return self.message.splitlines()[0].rstrip(":")
 
 
 @dataclass
@@ -116,7 +119,7 @@ class ValidationReport:
                   f"<th>failed</th><th>examples</th></tr>{rows}</table>")
 
     def to_markdown(self) -> str:
-        out = [f"# Validation report", "",
+        out = ["# Validation report", "",
                f"{self.rows} rows: {self.passed_rows} passed, {self.bad_rows} failed.", ""]
         out += [f"- table: {t}" for t in self.table_failures]
         out += ["| column | rule | detail | checked | failed |", "|---|---|---|---|---|"]
@@ -130,31 +133,7 @@ def _show_sample(sample: dict) -> str:
 
 
 def rules_for(expectations: Expectations) -> list[Rule]:
-    rules: list[Rule] = []
-    for col in expectations.columns:
-        rules.extend(_column_rules(col))
-    return rules
-
-
-def _column_rules(col: ColumnExpectation) -> Iterable[Rule]:
-    if col.type:
-        yield Rule(col.column, "type", col.type, {"type": col.type})
-    if col.range:
-        low, high = col.range
-        yield Rule(col.column, "range", f"[{_num(low, '-inf')}, {_num(high, 'inf')}]", {"min": low, "max": high})
-    if col.nullable is False:
-        yield Rule(col.column, "nullable", "not null")
-    if col.values is not None:
-        shown = ", ".join(str(v) for v in col.values[:8]) + (", ..." if len(col.values) > 8 else "")
-        yield Rule(col.column, "values", f"in {{{shown}}}", {"values": list(col.values)})
-    if col.unique:
-        yield Rule(col.column, "unique", "unique")
-    if col.regex:
-        yield Rule(col.column, "regex", f"matches {col.regex}", {"regex": col.regex})
-
-
-def _num(value: Any, unbounded: str) -> str:
-    return unbounded if value is None else f"{value:g}"
+    return [rule for col in expectations.columns for rule in checks(ColumnRules.from_expectation(col))]
 
 
 # ------------------------------------------------------------------ one batch (runs in Ray workers)
@@ -183,7 +162,7 @@ def _ge_validation(rules: list[Rule]):
                  .add_batch_definition_whole_dataframe("whole"))
     suite = ctx.suites.add(gx.ExpectationSuite(name="rayline"))
     for rule in rules:
-        expectation = _ge_expectation(gxe, rule)
+        expectation = ge_expectation(gxe, rule)
         if expectation is not None:
             expectation.meta = {"rayline_rule": rule.key}
             suite.add_expectation(expectation)
@@ -201,20 +180,6 @@ def _run_suite(rules: list[Rule], frame: pd.DataFrame):
     validator = Validator(batch_definition=batch_def, result_format=_RESULT_FORMAT,
                           batch_parameters={"dataframe": frame})
     return validator.validate_expectation_suite(suite)
-
-
-def _ge_expectation(gxe, rule: Rule):
-    c = rule.column
-    if rule.rule == "range":
-        return gxe.ExpectColumnValuesToBeBetween(column=c, min_value=rule.params["min"],
-                                                 max_value=rule.params["max"])
-    if rule.rule == "nullable":
-        return gxe.ExpectColumnValuesToNotBeNull(column=c)
-    if rule.rule == "values":
-        return gxe.ExpectColumnValuesToBeInSet(column=c, value_set=rule.params["values"])
-    if rule.rule == "regex":
-        return gxe.ExpectColumnValuesToMatchRegex(column=c, regex=rule.params["regex"])
-    return None  # type: checked row by row below
 
 
 def flag_batch(batch: pd.DataFrame, rules: list[Rule],
@@ -253,7 +218,7 @@ def batch_reasons(frame: pd.DataFrame, rules: list[Rule],
     if n:
         for rule in rules:
             if rule.rule == "type":
-                found.append((rule.key, np.flatnonzero(~_type_ok(frame[rule.column], rule.params["type"]))))
+                found.append((rule.key, np.flatnonzero(~type_ok(frame[rule.column], rule.params["type"]))))
         ge_rules = [r for r in rules if r.rule not in ("type", "unique")]
         if ge_rules:
             checked, unreadable = _prepared_for_ge(frame, ge_rules)
@@ -356,27 +321,6 @@ def _cheap_for_ge(col: pd.Series) -> pd.Series:
 
 def _is_null(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-
-
-def _type_ok(col: pd.Series, kind: str) -> np.ndarray:
-    present = col.notna().to_numpy()
-    if kind in ("numeric", "integer"):
-        if pd.api.types.is_bool_dtype(col):
-            return ~present
-        numbers = pd.to_numeric(col, errors="coerce")
-        ok = numbers.notna().to_numpy() | ~present
-        if kind == "integer":
-            # as float64 numpy: Arrow-backed columns (Ray Data's pandas batches) have no `%`
-            values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-            whole = np.where(np.isnan(values), 0.0, values) % 1 == 0
-            ok &= ~present | whole
-        return ok
-    if kind == "boolean":
-        return ~present | col.map(lambda v: isinstance(v, (bool, np.bool_)) or v in (0, 1, "true", "false",
-                                                                                   "True", "False")).to_numpy()
-    if kind == "datetime":
-        return ~present | pd.to_datetime(col, errors="coerce").notna().to_numpy()
-    return np.ones(len(col), dtype=bool)  # categorical / string: any value is a label
 
 
 # ------------------------------------------------------------------ the whole dataset
@@ -483,7 +427,7 @@ def _block_value_counts(block, column: str):
     return pa.table({"value": counts.field("values"), "count": counts.field("counts")})
 
 
-def flag_dataset(ds, spec):
+def flag_dataset(ds, expectations: Expectations):
     """(the rules that apply to ds's columns, ds with a REASONS column per row, lazily).
 
     Nothing is materialised but the values of `unique` columns seen more than once (found first,
@@ -492,7 +436,7 @@ def flag_dataset(ds, spec):
     Arrow in and Arrow out: only the columns the rules read become pandas, the rest of the block
     passes through untouched."""
     columns = list(ds.schema().names)
-    rules = [r for r in rules_for(spec.expectations) if r.column in columns]
+    rules = [r for r in rules_for(expectations) if r.column in columns]
     if not rules:
         return rules, ds.map_batches(_no_reasons, batch_format="pyarrow", batch_size=None)
     duplicates = {r.column: duplicate_values(ds, r.column) for r in rules if r.rule == "unique"}
@@ -506,26 +450,26 @@ def _no_reasons(table):
     return table.append_column(REASONS, pa.array([""] * table.num_rows, type=pa.string()))
 
 
-def validate_dataset(ds, spec):
+def validate_dataset(ds, expectations: Expectations, id_column: Optional[str], origin: "Origin"):
     """(passed rows as a Ray Dataset, bad rows with reasons as pandas, report).
 
     Raises ValidationFailed when on_failure is fail and anything failed, or when the bad share is
-    above max_bad_fraction under quarantine, or when a table-level check failed.
+    above max_bad_fraction under quarantine, or when a table-level check failed. `origin` (the
+    spec's) names the line of an expectation on a column the data does not have.
     """
     from ray.data.expressions import col, lit
 
-    expectations = spec.expectations
     columns = list(ds.schema().names)
     rules = [r for r in rules_for(expectations) if r.column in columns]
     if rules:
         # One validation pass, kept: the bad rows and the passed rows are both read from it.
-        flagged = flag_dataset(ds, spec)[1].materialize()
+        flagged = flag_dataset(ds, expectations)[1].materialize()
         bad = flagged.filter(expr=col(REASONS) != lit("")).to_pandas()
         total = flagged.count()
     else:
         flagged, bad, total = None, pd.DataFrame(columns=[REASONS]), ds.count()
-    failures = table_checks(expectations, total, columns, spec.where)
-    report = report_from_bad_rows(rules, total, bad, spec.id_column, failures)
+    failures = table_checks(expectations, total, columns, origin.where)
+    report = report_from_bad_rows(rules, total, bad, id_column, failures)
     if failures:
         raise ValidationFailed(report, "data validation failed:\n  " + "\n  ".join(report.failure_lines()), bad)
     if report.bad_rows and expectations.on_failure == "fail":

@@ -14,12 +14,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.spec import Spec
+from pipeline.errors import NotFound
+
+if TYPE_CHECKING:
+    from pipeline.spec import DataVersioning
 
 TABLES = ("raw_data", "processed_data", "feature_store")
 QUARANTINE = "quarantine"
@@ -39,16 +42,76 @@ class TableVersion:
                 f"{prefix}.hash": self.content_hash, f"{prefix}.path": self.path}
 
 
-class VersionError(LookupError):
-    pass
+class VersionError(NotFound):
+    """A data table or version that is not there."""
+
+    title = "no such data version"
 
 
-def table_path(spec: Spec, table: str) -> str:
-    return f"{spec.data_versioning.storage.rstrip('/')}/{spec.name}/{table}"
+@dataclass(frozen=True)
+class TableStore:
+    """The spec's versioned tables: `data_versioning` (where, which tables) and the spec's name
+    (each spec's tables sit in a folder of their own). The data and training stages take this,
+    not the spec."""
+    storage: str
+    name: str
+    tracking: tuple[str, ...] = TABLES
 
+    @classmethod
+    def of(cls, versioning: "DataVersioning", name: str) -> "TableStore":
+        return cls(versioning.storage, name, tuple(versioning.tracking))
 
-def tracked(spec: Spec, table: str) -> bool:
-    return table in spec.data_versioning.tracking
+    def path(self, table: str) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}/{table}"
+
+    def tracked(self, table: str) -> bool:
+        return table in self.tracking
+
+    def storage_options(self) -> Optional[dict[str, str]]:
+        if self.storage.startswith("s3://"):
+            import os
+
+            # deltalake reads the usual AWS variables; a local S3 endpoint needs plain HTTP allowed.
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            options = {"AWS_ALLOW_HTTP": "true"} if endpoint and endpoint.startswith("http://") else {}
+            if endpoint:
+                options["AWS_ENDPOINT_URL"] = endpoint
+            options.setdefault("AWS_S3_ALLOW_UNSAFE_RENAME", "true")
+            return options
+        return None
+
+    def write_batches(self, table: str, schema: pa.Schema, batches: Iterable[pd.DataFrame],
+                      run_id: Optional[str], mode: str = "overwrite") -> TableVersion:
+        return write_batches(self, table, schema, batches, run_id, mode)
+
+    def write_dataset(self, table: str, ds, run_id: Optional[str]) -> TableVersion:
+        """A Ray Dataset as a new version of `table` (streamed through the driver, in order)."""
+        schema = dataset_schema(ds)
+        batches = ds.iter_batches(batch_format="pandas", batch_size=65_536, prefetch_batches=1)
+        return write_batches(self, table, schema, batches, run_id)
+
+    def write_frame(self, table: str, frame: pd.DataFrame, run_id: Optional[str],
+                    mode: str = "overwrite") -> TableVersion:
+        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+        chunks = (frame.iloc[i:i + 262_144] for i in range(0, max(len(frame), 1), 262_144))
+        return write_batches(self, table, schema, chunks, run_id, mode=mode)
+
+    def read_table(self, table: str, version: Optional[int] = None):
+        """Ray Dataset of `table` at `version` (default: the latest)."""
+        import ray.data
+        from deltalake import DeltaTable
+
+        path = self.path(table)
+        try:
+            latest = DeltaTable(path, storage_options=self.storage_options()).version()
+        except Exception as exc:  # deltalake raises TableNotFoundError and friends
+            raise VersionError(f"no {table} table at {path}: run `rayline run` first ({exc})") from None
+        if version is not None and not 0 <= version <= latest:
+            raise VersionError(f"{table} has versions 0..{latest}; there is no version {version}")
+        return ray.data.read_delta(path, version=version, storage_options=self.storage_options())
+
+    def history(self, table: str) -> list["HistoryRow"]:
+        return history(self, table)
 
 
 class ContentHash:
@@ -86,28 +149,13 @@ def _commit(run_id: Optional[str], table: str):
         "rayline.written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
-def _storage_options(spec: Spec) -> Optional[dict[str, str]]:
-    storage = spec.data_versioning.storage
-    if storage.startswith("s3://"):
-        import os
-
-        # deltalake reads the usual AWS variables; a local S3 endpoint needs plain HTTP allowed.
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-        options = {"AWS_ALLOW_HTTP": "true"} if endpoint and endpoint.startswith("http://") else {}
-        if endpoint:
-            options["AWS_ENDPOINT_URL"] = endpoint
-        options.setdefault("AWS_S3_ALLOW_UNSAFE_RENAME", "true")
-        return options
-    return None
-
-
 def _mkdirs(path: str) -> None:
     if "://" not in path:
         import os
         os.makedirs(path, exist_ok=True)
 
 
-def write_batches(spec: Spec, table: str, schema: pa.Schema, batches: Iterable[pd.DataFrame],
+def write_batches(store: TableStore, table: str, schema: pa.Schema, batches: Iterable[pd.DataFrame],
                   run_id: Optional[str], mode: str = "overwrite") -> TableVersion:
     """Stream pandas batches into a new version of `table`, hashing them on the way.
 
@@ -122,51 +170,23 @@ def write_batches(spec: Spec, table: str, schema: pa.Schema, batches: Iterable[p
             digest.update(frame)
             yield from pa.Table.from_pandas(frame, schema=schema, preserve_index=False).to_batches()
 
-    path = table_path(spec, table)
+    path = store.path(table)
     _mkdirs(path)
     reader = pa.RecordBatchReader.from_batches(schema, record_batches())
     write_deltalake(path, reader, mode=mode, schema_mode="overwrite" if mode == "overwrite" else "merge",
-                    storage_options=_storage_options(spec), commit_properties=_commit(run_id, table))
-    version = DeltaTable(path, storage_options=_storage_options(spec)).version()
+                    storage_options=store.storage_options(), commit_properties=_commit(run_id, table))
+    version = DeltaTable(path, storage_options=store.storage_options()).version()
     return TableVersion(table, path, int(version), digest.rows, digest.hexdigest())
 
 
-def write_dataset(spec: Spec, table: str, ds, run_id: Optional[str]) -> TableVersion:
-    """A Ray Dataset as a new version of `table` (streamed through the driver, in order)."""
-    schema = _arrow_schema(ds)
-    batches = ds.iter_batches(batch_format="pandas", batch_size=65_536, prefetch_batches=1)
-    return write_batches(spec, table, schema, batches, run_id)
-
-
-def write_frame(spec: Spec, table: str, frame: pd.DataFrame, run_id: Optional[str],
-                mode: str = "overwrite") -> TableVersion:
-    schema = pa.Schema.from_pandas(frame, preserve_index=False)
-    chunks = (frame.iloc[i:i + 262_144] for i in range(0, max(len(frame), 1), 262_144))
-    return write_batches(spec, table, schema, chunks, run_id, mode=mode)
-
-
-def _arrow_schema(ds) -> pa.Schema:
+def dataset_schema(ds) -> pa.Schema:
+    """The Arrow schema of a Ray Dataset (Ray reports numpy dtypes for some blocks)."""
     schema = ds.schema()
     base = getattr(schema, "base_schema", None)
     if isinstance(base, pa.Schema):
         return base
     return pa.schema([(name, pa.from_numpy_dtype(t) if not isinstance(t, pa.DataType) else t)
                       for name, t in zip(schema.names, schema.types)])
-
-
-def read_table(spec: Spec, table: str, version: Optional[int] = None):
-    """Ray Dataset of `table` at `version` (default: the latest)."""
-    import ray.data
-    from deltalake import DeltaTable
-
-    path = table_path(spec, table)
-    try:
-        latest = DeltaTable(path, storage_options=_storage_options(spec)).version()
-    except Exception as exc:  # deltalake raises TableNotFoundError and friends
-        raise VersionError(f"no {table} table at {path}: run `rayline run` first ({exc})") from None
-    if version is not None and not 0 <= version <= latest:
-        raise VersionError(f"{table} has versions 0..{latest}; there is no version {version}")
-    return ray.data.read_delta(path, version=version, storage_options=_storage_options(spec))
 
 
 @dataclass
@@ -179,12 +199,12 @@ class HistoryRow:
     run_id: str
 
 
-def history(spec: Spec, table: str) -> list[HistoryRow]:
+def history(store: TableStore, table: str) -> list[HistoryRow]:
     from deltalake import DeltaTable
 
-    path = table_path(spec, table)
+    path = store.path(table)
     try:
-        entries = DeltaTable(path, storage_options=_storage_options(spec)).history()
+        entries = DeltaTable(path, storage_options=store.storage_options()).history()
     except Exception:
         return []
     rows = []
@@ -212,11 +232,15 @@ def versions_as_dicts(versions: Iterable[TableVersion]) -> list[dict]:
     return [asdict(v) for v in versions]
 
 
-def all_versions(spec: Spec) -> list[dict]:
+def all_versions(store: TableStore, connect: Optional[Callable[[], Any]] = None) -> list[dict]:
     """Every version of every table, with the content hash and row count MLflow recorded for the
-    run that wrote it (when that run is in the tracking store)."""
-    rows = [h for table in (*TABLES, QUARANTINE) for h in history(spec, table)]
-    recorded = _recorded_params(spec, {r.run_id for r in rows if r.run_id})
+    run that wrote it (when that run is in the tracking store). `connect()` points MLflow at
+    that store; it is called only when some version names a run."""
+    rows = [h for table in (*TABLES, QUARANTINE) for h in history(store, table)]
+    run_ids = {r.run_id for r in rows if r.run_id}
+    if run_ids and connect is not None:
+        connect()
+    recorded = _recorded_params(run_ids)
     out = []
     for r in rows:
         params = recorded.get(r.run_id, {})
@@ -229,15 +253,12 @@ def all_versions(spec: Spec) -> list[dict]:
     return out
 
 
-def _recorded_params(spec: Spec, run_ids: set[str]) -> dict[str, dict[str, str]]:
+def _recorded_params(run_ids: set[str]) -> dict[str, dict[str, str]]:
     if not run_ids:
         return {}
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline import registry
-
-    registry.configure(spec)
     client = mlflow.MlflowClient()
     found = {}
     for run_id in run_ids:

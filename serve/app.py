@@ -27,7 +27,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from ray import serve
 
+from pipeline.lifecycle import Traffic
 from pipeline.predictor import InputSchema
+from pipeline.spec import RestServing
 from serve.routing import assign
 from serve.schemas import (
     MAX_RECORDS, Feedback, FeedbackReceipt, Health, Metadata, ModelInfo, PredictionResponse,
@@ -41,6 +43,8 @@ from serve.schemas import (
 # the main loop: measured here, 1.45-1.7x the requests/s of the default for ingress -> model.
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# The rest_api option's defaults, for a spec without one: read from the spec's model, never re-typed.
+BATCH = RestServing(name="rest_api")
 
 
 class ModelVersion:
@@ -49,25 +53,14 @@ class ModelVersion:
     or not). Lives in a ModelServer deployment, or in the ingress itself (`placement: ingress`)."""
 
     def __init__(self, tracking_uri: str, model_name: str, version: str,
-                 max_batch_size: int = 64, batch_wait_timeout_s: float = 0.002):
-        import tempfile
-
-        import mlflow
-
+                 max_batch_size: int = BATCH.max_batch_size,
+                 batch_wait_timeout_s: float = BATCH.batch_wait_timeout):
         from pipeline import registry
-        from pipeline.predictor import Predictor, find_predictor_dir
 
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        self._dir = tempfile.TemporaryDirectory(prefix="rayline-model-")
-        self.version, path, mv = registry.download_model(model_name, version, self._dir.name)
-        self.predictor = Predictor.load(find_predictor_dir(path))
-        self.known = known_categories(self.predictor.features.to_dict())
-        self.info = {"name": model_name, "version": self.version,
-                     "family": self.predictor.meta.get("family", "?"),
-                     "run_id": mv.run_id or self.predictor.meta.get("run_id", ""),
-                     "data_versions": self.predictor.meta.get("data_versions", {}),
-                     "test_metrics": self.predictor.meta.get("test_metrics", {})}
+        loaded = registry.load_predictor(model_name, version, tracking_uri=tracking_uri)
+        self.version, self.predictor = loaded.version, loaded.predictor
+        self.known = self.predictor.features.known_categories()
+        self.info = {k: v for k, v in loaded.info.items() if k != "id_column"}
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -93,7 +86,8 @@ class ModelServer:
     from the HTTP ingress."""
 
     def __init__(self, tracking_uri: str, model_name: str, version: str,
-                 max_batch_size: int = 64, batch_wait_timeout_s: float = 0.002):
+                 max_batch_size: int = BATCH.max_batch_size,
+                 batch_wait_timeout_s: float = BATCH.batch_wait_timeout):
         self.model = ModelVersion(tracking_uri, model_name, version, max_batch_size, batch_wait_timeout_s)
 
     async def predict(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -101,18 +95,6 @@ class ModelServer:
 
     def describe(self) -> Dict[str, Any]:
         return self.model.info
-
-
-def known_categories(features: Dict[str, Any]) -> Dict[str, set]:
-    """Categories each encoded column saw in training (from the fitted pipeline's JSON)."""
-    known: Dict[str, set] = {}
-    for step in features.get("steps", []):
-        if step.get("method") in ("one_hot", "ordinal"):
-            for column, fitted in (step.get("fitted") or {}).items():
-                values = fitted.get("categories") or []
-                known.setdefault(column, set()).update(str(v) for v in values)
-                known[column].update(str(v) for v in fitted.get("other") or [])
-    return known
 
 
 class BodyLimit:
@@ -186,7 +168,7 @@ def _clean_validation_errors(errors: List[dict], body: Any, fields: set) -> List
 
 def build_fastapi(spec, schema: InputSchema):
     """The FastAPI app and the ingress class bound to it."""
-    rest = spec.serving("rest_api")
+    rest = spec.serving_or_defaults("rest_api")
     Record = record_model(schema, spec.name)
     field_names = {f.name for f in schema.fields}
     one, many = TypeAdapter(Record), TypeAdapter(List[Record])  # type: ignore[valid-type]
@@ -205,9 +187,9 @@ def build_fastapi(spec, schema: InputSchema):
     body_defs = body_schema.pop("$defs", {})
     body_schema["description"] = f"One record, or a list of records (at most {MAX_RECORDS})."
     request_body = {"required": True, "content": {"application/json": {"schema": body_schema}}}
-    keys = [k.get_secret_value() for k in rest.auth.keys] if rest and rest.auth else []
-    method = rest.auth.method if rest and rest.auth else None
-    max_body = rest.max_body_bytes if rest else 10_000_000
+    keys = [k.get_secret_value() for k in rest.auth.keys] if rest.auth else []
+    method = rest.auth.method if rest.auth else None
+    max_body = rest.max_body_bytes
     assignment_key = spec.ab_testing.assignment_key if spec.ab_testing else None
     id_column = spec.id_column
 
@@ -268,12 +250,10 @@ def build_fastapi(spec, schema: InputSchema):
 
         def reconfigure(self, config: Dict[str, Any]) -> None:
             """Live changes from `rayline ab set` / `serve deploy`: no replica restarts."""
-            split = config.get("traffic_split") or {}
-            self.weights = {"control": float(split.get("control", 1.0)),
-                            "treatment": float(split.get("treatment", 0.0))}
+            traffic = Traffic.from_user_config(config)
             if "treatment" not in self.variants:
-                self.weights = {"control": 1.0, "treatment": 0.0}
-            self.mode = config.get("mode", "split")
+                traffic = traffic.replace(treatment=0.0)
+            self.weights, self.mode = traffic.weights, traffic.mode
 
         async def _model_info(self) -> Dict[str, Dict[str, Any]]:
             if len(self.info) < len(self.variants):
@@ -403,21 +383,23 @@ def app_builder(args: Dict[str, Any]):
     args: spec_text (the spec as written; ${VAR}s are read from the cluster's environment),
     spec_file, base_dir (for the spec's relative paths), variants ({control: version,
     treatment: version}), log_uri (the prediction/feedback store; default beside MLflow)."""
+    from pipeline import registry
     from pipeline.spec import parse_spec
-    from serve.run import load_schema
 
     spec = parse_spec(args["spec_text"], args.get("spec_file", "<spec>"), base_dir=args.get("base_dir"))
     variants: Dict[str, str] = args["variants"]
-    schema = load_schema(spec, variants["control"])
+    registry.configure_for(spec)
+    _, schema = registry.load_input_schema(spec.name, variants["control"])
     if "treatment" in variants:
-        other = load_schema(spec, variants["treatment"])
+        _, other = registry.load_input_schema(spec.name, variants["treatment"])
         missing = {f.name for f in other.fields} - {f.name for f in schema.fields}
         if missing:
             raise ValueError(f"the treatment version needs inputs the control does not take: "
                              f"{', '.join(sorted(missing))}")
-    rest = spec.serving("rest_api")
+    rest = spec.serving_or_defaults("rest_api")
     options: Dict[str, Any] = {}
-    if rest is not None:
+    if spec.serving("rest_api") is not None:
+        # Without a rest_api option, Serve's own defaults (as before the option existed).
         options = {"max_ongoing_requests": rest.max_ongoing_requests,
                    "max_queued_requests": rest.max_queued_requests}
         if rest.autoscaling is not None:
@@ -425,13 +407,11 @@ def app_builder(args: Dict[str, Any]):
             options["autoscaling_config"] = {"min_replicas": a.min_replicas,
                                              "max_replicas": a.max_replicas,
                                              "target_ongoing_requests": a.target_ongoing_requests}
-    batch = {"max_batch_size": rest.max_batch_size if rest else 64,
-             "batch_wait_timeout_s": rest.batch_wait_timeout if rest else 0.002}
-    model_cpus = rest.model_cpus if rest else 0.5
-    ingress_cpus = rest.ingress_cpus if rest else 0.25
+    batch = {"max_batch_size": rest.max_batch_size, "batch_wait_timeout_s": rest.batch_wait_timeout}
+    model_cpus, ingress_cpus = rest.model_cpus, rest.ingress_cpus
     log_uri = args.get("log_uri") or default_log_uri(spec)
     Ingress = build_fastapi(spec, schema)
-    if rest is not None and rest.placement == "ingress":
+    if rest.placement == "ingress":
         # The models load in the ingress replicas, which reserve the model's CPUs as well.
         Ingress = serve.deployment(name="ingress", ray_actor_options={
             "num_cpus": ingress_cpus + model_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},

@@ -1,16 +1,16 @@
-"""Deploying the Serve app: `rayline serve`, `rayline serve build`, and the A/B commands.
+"""Deploying the Serve app: `rayline serve` and `rayline serve build` (the A/B commands that
+change a running app are in serve/ab.py).
 
 Everything goes through a Serve config (the same document `serve deploy` and a KubeRay
 RayService take): the app is `serve.app:app_builder` with the spec's text and the variants'
-versions as args, and the traffic split as the ingress' user_config.
+versions as args, and the traffic split (`pipeline.lifecycle.Traffic`) as the ingress'
+user_config.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,24 +18,17 @@ from typing import Any, Optional
 
 from rich.console import Console
 
+from pipeline.errors import RaylineError
+from pipeline.lifecycle import Traffic
 from pipeline.spec import Spec
 
 APP_IMPORT_PATH = "serve.app:app_builder"
 
 
-class ServeError(RuntimeError):
-    pass
+class ServeError(RaylineError, RuntimeError):
+    """The app cannot be deployed, found or changed."""
 
-
-def load_schema(spec: Spec, version: str):
-    """The input schema of a registered model version."""
-    from pipeline import registry
-    from pipeline.predictor import InputSchema, find_predictor_dir
-
-    registry.configure(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        _, path, _ = registry.download_model(spec.name, str(version), tmp)
-        return InputSchema.from_dict(json.loads((find_predictor_dir(path) / "schema.json").read_text()))
+    title = "cannot serve"
 
 
 def resolve_variants(spec: Spec, model_ref: str = "champion",
@@ -44,11 +37,11 @@ def resolve_variants(spec: Spec, model_ref: str = "champion",
     registry's @challenger when the spec has an ab_testing section."""
     from pipeline import registry
 
-    registry.configure(spec)
+    registry.configure_for(spec)
     control, _ = registry.resolve_version(spec.name, model_ref)
     variants = {"control": control}
     if treatment_ref is None and spec.ab_testing is not None:
-        treatment_ref = registry.champion_version(spec.name, registry.CHALLENGER)
+        treatment_ref = registry.alias_version(spec.name, registry.CHALLENGER)
     if treatment_ref is not None:
         treatment, _ = registry.resolve_version(spec.name, str(treatment_ref))
         if treatment != control:
@@ -58,26 +51,23 @@ def resolve_variants(spec: Spec, model_ref: str = "champion",
 
 def ingress_config(spec: Spec, treatment_share: Optional[float] = None,
                    mode: Optional[str] = None) -> dict[str, Any]:
-    split = spec.ab_testing.traffic_split if spec.ab_testing else None
-    share = treatment_share if treatment_share is not None else (split.treatment if split else 0.0)
-    return {"traffic_split": {"control": round(1.0 - share, 6), "treatment": round(share, 6)},
-            "mode": mode or (spec.ab_testing.mode if spec.ab_testing else "split")}
+    """The ingress' user_config: the spec's traffic split and mode, either replaced when given."""
+    return Traffic.from_spec(spec.ab_testing, treatment_share, mode).to_user_config()
 
 
 def serve_config(spec: Spec, variants: dict[str, str], host: str, port: int,
                  user_config: dict[str, Any]) -> dict[str, Any]:
     """A Serve config document (ServeDeploySchema) for this spec and these versions."""
-    rest = spec.serving("rest_api")
+    rest = spec.serving_or_defaults("rest_api")
     text = Path(spec.filename).read_text() if Path(spec.filename).exists() else None
     if text is None:
         raise ServeError(f"cannot read the spec file {spec.filename}")
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": host, "port": port,
-                         "request_timeout_s": rest.request_timeout if rest else 30.0},
+        "http_options": {"host": host, "port": port, "request_timeout_s": rest.request_timeout},
         "applications": [{
             "name": spec.name,
-            "route_prefix": rest.route_prefix if rest else "/",
+            "route_prefix": rest.route_prefix,
             "import_path": APP_IMPORT_PATH,
             "args": {"spec_text": text, "spec_file": os.path.basename(spec.filename),
                      "base_dir": os.getcwd(), "variants": variants},
@@ -212,9 +202,9 @@ def connect(verbose: bool = False) -> bool:
 
 def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_ref: str,
                   treatment: Optional[str], detach: bool, verbose: bool, console: Console) -> None:
-    rest = spec.serving("rest_api")
-    host = host or (rest.host if rest else "127.0.0.1")
-    port = port or (rest.port if rest else 8000)
+    rest = spec.serving_or_defaults("rest_api")
+    host = host or rest.host
+    port = port or rest.port
     if detach and not os.environ.get("RAY_ADDRESS"):
         raise ServeError("--detach needs a running cluster: set RAY_ADDRESS (e.g. after `ray start --head`)")
     stop = threading.Event()
@@ -226,7 +216,7 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
         variants = resolve_variants(spec, model_ref, treatment)
         from pipeline import execution
 
-        if not os.environ.get("RAY_ADDRESS") and (rest is None or rest.ingress == "haproxy"):
+        if not os.environ.get("RAY_ADDRESS") and rest.ingress == "haproxy":
             # Read when Serve's controller starts, so it must be set before the local Ray is.
             # Ports of our own let two apps run side by side on one machine.
             os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
@@ -242,7 +232,7 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
         deploy_config(serve_config(spec, variants, host, port, ingress_config(spec)))
     shown = ", ".join(f"{k} v{v}" for k, v in variants.items())
     console.print(f"[green]✓[/] serving [bold]{spec.name}[/] ({shown}) at http://{host}:{port}"
-                  f"{rest.route_prefix if rest else '/'}  [dim]({time.perf_counter() - start:.1f} s)[/]")
+                  f"{rest.route_prefix}  [dim]({time.perf_counter() - start:.1f} s)[/]")
     console.print(f"  POST /predict · POST /feedback · GET /health /ready /metadata · docs at http://{host}:{port}/docs")
     if detach:
         return
@@ -260,51 +250,3 @@ def serve_forever(spec: Spec, host: Optional[str], port: Optional[int], model_re
         if started:
             ADDRESS_FILE.unlink(missing_ok=True)
             ray.shutdown()
-
-
-def set_traffic(spec: Spec, treatment_share: Optional[float] = None, mode: Optional[str] = None) -> dict:
-    """Change the live split (and/or mode) of the running app: only the ingress' user_config
-    changes, so no replica restarts and no request fails."""
-    config = deployed_config(spec.name)
-    app = config["applications"][0]
-    if "treatment" not in app["args"]["variants"] and (treatment_share or 0) > 0:
-        raise ServeError("the app has no treatment variant: start one with `rayline ab start`")
-    current = next((d.get("user_config") for d in app.get("deployments", []) if d["name"] == "ingress"), None) or {}
-    share = treatment_share if treatment_share is not None else current.get("traffic_split", {}).get("treatment", 0.0)
-    user_config = {"traffic_split": {"control": round(1.0 - share, 6), "treatment": round(share, 6)},
-                   "mode": mode or current.get("mode", "split")}
-    app["deployments"] = [d for d in app.get("deployments", []) if d["name"] != "ingress"] + [
-        {**next((d for d in app.get("deployments", []) if d["name"] == "ingress"), {"name": "ingress"}),
-         "user_config": user_config}]
-    deploy_config(config)
-    return user_config
-
-
-def set_variants(spec: Spec, treatment: Optional[str], share: Optional[float] = None) -> dict[str, str]:
-    """Put a registered version in as treatment (alias @challenger), or take the treatment out."""
-    from pipeline import registry
-
-    config = deployed_config(spec.name)
-    app = config["applications"][0]
-    variants = dict(app["args"]["variants"])
-    registry.configure(spec)
-    client = __import__("mlflow").MlflowClient()
-    if treatment is None:
-        variants.pop("treatment", None)
-        try:
-            client.delete_registered_model_alias(spec.name, registry.CHALLENGER)
-        except Exception:  # no alias to remove
-            pass
-        user_config = {"traffic_split": {"control": 1.0, "treatment": 0.0}, "mode": "split"}
-    else:
-        version, _ = registry.resolve_version(spec.name, str(treatment))
-        if version == variants["control"]:
-            raise ServeError(f"version {version} is already the control")
-        variants["treatment"] = version
-        client.set_registered_model_alias(spec.name, registry.CHALLENGER, version)
-        user_config = ingress_config(spec, share)
-    app["args"]["variants"] = variants
-    app["deployments"] = [{**d, "user_config": user_config} if d["name"] == "ingress" else d
-                          for d in app.get("deployments", [])] or [{"name": "ingress", "user_config": user_config}]
-    deploy_config(config)
-    return variants

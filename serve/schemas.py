@@ -1,42 +1,23 @@
-"""Request and response models, generated from the model's training input schema.
+"""Request and response models. The record model is built from the model's training input schema,
+one field per input compiled from its rules by pipeline.rules.request.
 
 No `from __future__ import annotations` here: FastAPI resolves these classes at route definition.
 """
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
-from pipeline.predictor import FieldSpec, InputSchema
+from pipeline.predictor import InputSchema
+from pipeline.rules.request import request_field
 
 MAX_RECORDS = 10_000
-
-
-def _field_type(spec: FieldSpec):
-    if spec.values is not None:
-        base = Literal[tuple(spec.values)]  # type: ignore[misc]
-    elif spec.kind == "numeric":
-        base = StrictFloat  # JSON integers are accepted too; strings are not
-    elif spec.kind == "boolean":
-        base = StrictBool
-    else:
-        base = StrictStr
-    return Optional[base] if spec.nullable else base
 
 
 def record_model(schema: InputSchema, model_name: str) -> type[BaseModel]:
     """One record: every input field required (null allowed where the spec allows it); other
     keys (an id, an A/B assignment key) pass through."""
-    fields: Dict[str, Any] = {}
-    for spec in schema.fields:
-        constraints: Dict[str, Any] = {}
-        if spec.values is None and spec.kind == "numeric":
-            if spec.minimum is not None:
-                constraints["ge"] = spec.minimum
-            if spec.maximum is not None:
-                constraints["le"] = spec.maximum
-        examples = spec.examples or None
-        fields[spec.name] = (_field_type(spec), Field(..., examples=examples, **constraints))
+    fields: Dict[str, Any] = {spec.name: request_field(spec, spec.examples) for spec in schema.fields}
     name = "".join(part.capitalize() for part in model_name.replace("-", "_").replace(".", "_").split("_"))
     return create_model(f"{name}Record", __config__=ConfigDict(extra="allow"), **fields)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -43,6 +42,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from pipeline.errors import RaylineError
 from pipeline.spec import Spec, StreamingServing
 
 log = logging.getLogger("rayline.stream")
@@ -51,9 +51,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 
                    0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
 
-class StreamError(RuntimeError):
+class StreamError(RaylineError, RuntimeError):
     """The stream cannot start or go on (no streaming section, a broker error, an output the
     broker did not acknowledge). Offsets of unacknowledged outputs are never committed."""
+
+    exit_code = 2
+    title = "stream failed"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -127,16 +130,11 @@ class LoadedModel:
 def load_model(spec: Spec, ref: str = "champion") -> LoadedModel:
     """The registered version `ref` (alias or number), downloaded and loaded once."""
     from pipeline import registry
-    from pipeline.predictor import Predictor, find_predictor_dir
 
-    registry.configure(spec)
-    with tempfile.TemporaryDirectory(prefix="rayline-stream-") as tmp:
-        version, path, mv = registry.download_model(spec.name, ref, tmp)
-        predictor = Predictor.load(find_predictor_dir(path))
-    meta = predictor.meta
-    info = {"name": spec.name, "version": version, "family": meta.get("family", "?"),
-            "run_id": mv.run_id or meta.get("run_id", ""), "id_column": meta.get("id_column")}
-    return LoadedModel(predictor, info)
+    registry.configure_for(spec)
+    loaded = registry.load_predictor(spec.name, ref)
+    info = {k: loaded.info[k] for k in ("name", "version", "family", "run_id", "id_column")}
+    return LoadedModel(loaded.predictor, info)
 
 
 class RecordValidator:

@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline.errors import RaylineError
+
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Path_ = tuple[Any, ...]
 
 
-class SpecLoadError(ValueError):
+class SpecLoadError(RaylineError, ValueError):
     """The file is not YAML, or names an environment variable that is not set."""
+
+    title = "the spec is not valid"
 
 
 @dataclass

@@ -17,7 +17,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _estimator(family: str, problem_type: str, params: dict[str, Any], seed: int, threads: int):
+def make_estimator(family: str, problem_type: str, params: dict[str, Any], seed: int, threads: int):
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -67,7 +67,7 @@ def params_for(family: str, given: dict[str, Any]) -> dict[str, Any]:
 
 def _fit(family: str, problem_type: str, params: dict[str, Any], seed: int, threads: int,
          X: np.ndarray, y: np.ndarray):
-    estimator = _estimator(family, problem_type, params, seed, threads)
+    estimator = make_estimator(family, problem_type, params, seed, threads)
     estimator.fit(X, y)
     return estimator
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.models.base import TrainData, TrainedModel, crash_once_for_test
+from pipeline.models import raytrain
+from pipeline.models.base import TrainData, TrainedModel
 
 FAMILIES = ("neural_network", "transformer")
 WEIGHTS = "weights.pt"
@@ -325,41 +324,25 @@ def fit_network(family: str, params: dict[str, Any], X_train: np.ndarray, y_trai
 
 def _train_loop_per_worker(config: dict) -> None:
     """Runs in each Ray Train worker: the whole arrays from the object store, its share of rows."""
-    import ray
-    import ray.train
     import ray.train.torch
 
     torch.set_num_threads(config["threads"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    X_train, y_train, X_val, y_val = ray.get(config["data"])
+    rank, world = raytrain.rank_and_world()
+    X_train, y_train, X_val, y_val = raytrain.arrays(config)
     # The CUDA path (use_gpu) is written to Ray Train's recipe but untested: no GPU here.
     device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
     every = int(config["params"]["checkpoint_every"])
-    kill_after = config.get("_test_kill_after_epoch")
-
-    resume = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = FitState.read(directory)
+    with raytrain.restored() as directory:
+        resume = FitState.read(directory) if directory is not None else None
 
     def report(state: FitState, final: bool, **extra) -> None:
-        metrics = {**state.progress.metrics(), "final": final, **extra}
-        if rank != 0:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            state.write(tmp)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        raytrain.report({**state.progress.metrics(), "final": final, **extra}, rank, state.write)
 
     def after_epoch(state: FitState) -> None:
         p = state.progress
         if p.epoch % every == 0 and p.epoch < config["params"]["epochs"] and not p.stopped:
             report(state, final=False)
-        if (kill_after is not None and p.epoch == kill_after and rank == 0
-                and not os.path.exists(config["_test_kill_marker"])):
-            crash_once_for_test(config["_test_kill_marker"], p.epoch)
+        raytrain.crash_if_asked(config, "_test_kill_after_epoch", p.epoch, rank)
 
     def agree(stop: bool) -> bool:
         if world == 1:
@@ -381,31 +364,14 @@ def train_torch(family: str, data: TrainData, given: dict[str, Any],
                 test_hooks: Optional[dict[str, Any]] = None) -> TorchModel:
     """One TorchTrainer run. `test_hooks` (tests only) go into train_loop_config, e.g.
     {"_test_kill_after_epoch": 3, "_test_kill_marker": path} to crash a worker once."""
-    import ray
-    import ray.train
     from ray.train.torch import TorchTrainer
 
     plan = data.plan
     params = params_for(family, given)
-    arrays = ray.put((data.X_train.astype(np.float32), data.y_train,
-                      data.X_val.astype(np.float32), data.y_val))
-    config = {"family": family, "params": params, "data": arrays, "seed": data.seed,
-              "problem_type": data.problem_type, "n_classes": data.n_classes,
+    config = {"family": family, "params": params, "data": raytrain.put_arrays(data),
+              "seed": data.seed, "problem_type": data.problem_type, "n_classes": data.n_classes,
               "threads": plan.threads, "use_gpu": plan.use_gpu, **(test_hooks or {})}
-    trainer = TorchTrainer(
-        _train_loop_per_worker, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=plan.num_workers, use_gpu=plan.use_gpu,
-            resources_per_worker={"CPU": plan.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            storage_path=data.storage_path, name=f"{data.run_tag}-{family}",
-            failure_config=ray.train.FailureConfig(max_failures=2),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-    )
-    from pipeline.models.xgboost_model import fast_polling
-
-    with fast_polling():   # checkpoint reports held the epoch loop up to 2 s each otherwise
-        result = trainer.fit()
+    result = raytrain.fit(TorchTrainer, _train_loop_per_worker, config, data, family)
     with result.checkpoint.as_directory() as directory:
         state = FitState.read(directory)
     outputs = n_outputs(data.problem_type, data.n_classes)

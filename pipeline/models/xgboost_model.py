@@ -7,36 +7,28 @@ fixed cost. Fault tolerance: a checkpoint (model.ubj + early-stopping state) eve
 `checkpoint_every` rounds (default max(10, rounds // 10)) and at the end; a restarted run loads
 `ray.train.get_checkpoint()` and boosts only the rounds still to go.
 
-Two things Ray Train does not do for us on a small node (benchmarks/train_xgboost.py measures
-them): its controller takes one report per poll of the workers and polls every 2 s, so each
-checkpoint held training up for up to 2 s (the "~1.8 s a report") and the end of a run was seen
-up to 2 s late: `fit()` runs with a 0.25 s poll (`fast_polling`). And a single worker gets the
-plan's CPUs, one fewer than the node has (the spare is for Ray Data), but while xgboost trains
-on arrays from the object store nothing reads through Ray Data: its threads use that core too
-(`_threads`; `openmp_threads` lifts the OMP_NUM_THREADS cap Ray sets, which would otherwise
-hold xgboost to the reserved CPUs whatever `nthread` says).
+The Ray Train setup (object store, configs, fault tolerance, the controller's fast poll, rank 0's
+checkpoint reports) is shared with the torch families: pipeline.models.raytrain. What is
+xgboost's own: a single worker gets the plan's CPUs, one fewer than the node has (the spare is
+for Ray Data), but while xgboost trains on arrays from the object store nothing reads through
+Ray Data: its threads use that core too (`_threads`; `openmp_threads` lifts the OMP_NUM_THREADS
+cap Ray sets, which would otherwise hold xgboost to the reserved CPUs whatever `nthread` says).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.models.base import TrainData, TrainedModel, crash_once_for_test
+from pipeline.models import raytrain
+from pipeline.models.base import TrainData, TrainedModel
 
 _SPEC_ALIASES = {"n_estimators": "num_boost_round", "learning_rate": "eta"}
-
-# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
-# default) and takes one report per poll from a queue of one: a worker reporting a checkpoint
-# blocks until the previous one was taken. 0.25 s keeps reports a few ms each; a poll is a few
-# ms of work, and a slow one is waited on, not counted as a failure (that takes 10 minutes).
-POLL_INTERVAL_S = "0.25"
 
 
 class XGBoostModel(TrainedModel):
@@ -48,7 +40,6 @@ class XGBoostModel(TrainedModel):
         self.n_classes = n_classes
 
     def predict_scores(self, X: np.ndarray) -> np.ndarray:
-        import xgboost
 
         out = self.booster.inplace_predict(X) if X.size else np.zeros((0,))
         out = np.asarray(out, dtype=np.float64)
@@ -132,17 +123,11 @@ class _Progress:
 
 
 def _report(metrics: dict, booster, progress: _Progress, rank: int) -> None:
-    import ray.train
-    from ray.train import Checkpoint
+    def write(folder: Path) -> None:
+        booster.save_model(str(folder / "model.ubj"))
+        (folder / "progress.json").write_text(json.dumps(progress.state(booster.num_boosted_rounds())))
 
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        booster.save_model(str(Path(tmp) / "model.ubj"))
-        state = progress.state(booster.num_boosted_rounds())
-        (Path(tmp) / "progress.json").write_text(json.dumps(state))
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+    raytrain.report(metrics, rank, write)
 
 
 def _callback(config: dict, progress: _Progress, rank: int):
@@ -153,7 +138,6 @@ def _callback(config: dict, progress: _Progress, rank: int):
     metric = _metric_name(config["params"])
     maximize = metric != "mape" and metric.startswith(_MAXIMIZE)
     every, early, total = config.get("checkpoint_every", 0), config["early"], config["rounds"]
-    kill_after = config.get("_test_kill_after_round")
 
     class Checkpointing(xgboost.callback.TrainingCallback):
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
@@ -165,9 +149,7 @@ def _callback(config: dict, progress: _Progress, rank: int):
             progress.stopped = bool(early) and rounds - progress.best_rounds >= early
             if every and rounds % every == 0 and rounds < total and not progress.stopped:
                 _report(_metrics(metric, progress, rounds, final=False), model, progress, rank)
-            if (kill_after is not None and rounds == kill_after and rank == 0
-                    and not os.path.exists(config["_test_kill_marker"])):
-                crash_once_for_test(config["_test_kill_marker"], rounds)
+            raytrain.crash_if_asked(config, "_test_kill_after_round", rounds, rank)
             return progress.stopped
 
     return Checkpointing()
@@ -183,20 +165,16 @@ def _train_fn(config: dict) -> None:
     """Runs in each Ray Train worker: its share of train, all of validation, both from the
     object store. Resumes from `ray.train.get_checkpoint()` after a restart, with the rounds
     still to go."""
-    import ray
-    import ray.train
     import xgboost
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = raytrain.rank_and_world()
     booster, progress = None, _Progress()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt:
+    with raytrain.restored() as ckpt:
+        if ckpt is not None:
             booster = xgboost.Booster()
-            booster.load_model(str(Path(ckpt) / "model.ubj"))
-            progress = _Progress(json.loads((Path(ckpt) / "progress.json").read_text()))
-    X_train, y_train, X_val, y_val = ray.get(config["data"])
+            booster.load_model(str(ckpt / "model.ubj"))
+            progress = _Progress(json.loads((ckpt / "progress.json").read_text()))
+    X_train, y_train, X_val, y_val = raytrain.arrays(config)
     params = {**config["params"]}
     if params.get("device") != "cuda":
         params["nthread"] = _threads(params["nthread"], world)
@@ -243,50 +221,19 @@ def openmp_threads(n: int):
         yield
 
 
-@contextmanager
-def fast_polling():
-    """RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the trainers started inside (Ray Train hands the
-    driver's value to its controller), unless the environment sets it."""
-    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-    if key in os.environ:
-        yield
-        return
-    os.environ[key] = POLL_INTERVAL_S
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
-
-
 def train_xgboost(data: TrainData, given: dict[str, Any],
                   test_hooks: dict[str, Any] | None = None) -> XGBoostModel:
     """One XGBoostTrainer run. `test_hooks` (tests only) go into train_loop_config, e.g.
     {"_test_kill_after_round": 25, "_test_kill_marker": path} to crash a worker once."""
-    import ray
-    import ray.train
     import xgboost
     from ray.train.xgboost import XGBoostTrainer
 
     plan = data.plan
     params, rounds, early = booster_params(given, data.problem_type, data.n_classes, data.seed,
                                            plan.threads, plan.use_gpu)
-    arrays = ray.put((data.X_train.astype(np.float32), data.y_train,
-                      data.X_val.astype(np.float32), data.y_val))
-    trainer = XGBoostTrainer(
-        _train_fn,
-        train_loop_config={"params": params, "rounds": rounds, "early": early, "data": arrays,
-                           "checkpoint_every": checkpoint_interval(rounds, given),
-                           **(test_hooks or {})},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=plan.num_workers, use_gpu=plan.use_gpu,
-            resources_per_worker={"CPU": plan.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            storage_path=data.storage_path, name=f"{data.run_tag}-xgboost",
-            failure_config=ray.train.FailureConfig(max_failures=2),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-    )
-    with fast_polling():
-        result = trainer.fit()
+    config = {"params": params, "rounds": rounds, "early": early, "data": raytrain.put_arrays(data),
+              "checkpoint_every": checkpoint_interval(rounds, given), **(test_hooks or {})}
+    result = raytrain.fit(XGBoostTrainer, _train_fn, config, data, "xgboost")
     with result.checkpoint.as_directory() as ckpt:
         booster = xgboost.Booster()
         booster.load_model(str(Path(ckpt) / "model.ubj"))

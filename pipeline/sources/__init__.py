@@ -6,14 +6,21 @@ SQLAlchemy URL through Ray Data's read_sql) and `api` (HTTP JSON, fetched in the
 
 from __future__ import annotations
 
-from pipeline.spec import Spec
+from typing import TYPE_CHECKING, Sequence
+
+from pipeline.errors import RaylineError
+
+if TYPE_CHECKING:
+    from pipeline.spec import Origin, Source
 
 
-class SourceError(RuntimeError):
-    pass
+class SourceError(RaylineError, RuntimeError):
+    """A source that cannot be read; the message names the source and never a secret."""
+
+    title = "a source could not be read"
 
 
-def read_source(source, spec: Spec):
+def read_source(source: "Source", origin: "Origin"):
     """One source as a lazy Ray Dataset."""
     if source.type == "files":
         from pipeline.sources.files import read_files
@@ -24,23 +31,24 @@ def read_source(source, spec: Spec):
     if source.type == "api":
         from pipeline.sources.api import read_api
         return read_api(source)
-    raise SourceError(f"{spec.where('sources')}: source type {source.type!r} is not available in "
+    raise SourceError(f"{origin.where('sources')}: source type {source.type!r} is not available in "
                       "this version of rayline")
 
 
-def read_sources(spec: Spec):
-    """One Ray Dataset holding every source, in spec order."""
+def read_sources(sources: "Sequence[Source]", origin: "Origin"):
+    """One Ray Dataset holding every source, in spec order. `origin` (the spec's) names the
+    source's line and masks its secrets in errors."""
     datasets = []
-    for index, source in enumerate(spec.sources):
+    for index, source in enumerate(sources):
         try:
             # Materialised here so that a failing read names its source, not a Ray task.
-            ds = read_source(source, spec).materialize()
+            ds = read_source(source, origin).materialize()
         except SourceError:
             raise
         except Exception as exc:  # the reader's own error, with the source named
             label = source.name or f"sources[{index}]"
-            raise SourceError(f"{spec.where('sources', index)}: reading {label} ({source.type}) "
-                              f"failed: {spec.redact(_message(exc))}") from exc
+            raise SourceError(f"{origin.where('sources', index)}: reading {label} ({source.type}) "
+                              f"failed: {origin.redact(_message(exc))}") from exc
         datasets.append((source, ds))
     combined = datasets[0][1]
     for index, (source, ds) in enumerate(datasets[1:], start=1):
@@ -49,8 +57,8 @@ def read_sources(spec: Spec):
                 combined = _join(combined, ds, source)
             except Exception as exc:
                 label, keys = source.name or f"sources[{index}]", ", ".join(source.join.keys)
-                raise SourceError(f"{spec.where('sources', index, 'join')}: joining {label} on {keys} "
-                                  f"failed: {spec.redact(_message(exc))}") from exc
+                raise SourceError(f"{origin.where('sources', index, 'join')}: joining {label} on {keys} "
+                                  f"failed: {origin.redact(_message(exc))}") from exc
         else:
             combined = _union_by_name(combined, ds)
     return combined

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import httpx
 
+from pipeline.errors import RaylineError
 from pipeline.spec import ApiSource
 
 log = logging.getLogger("rayline.sources.api")
@@ -33,8 +34,11 @@ USER_AGENT = "rayline (+https://github.com/rayline)"
 _MISSING = object()
 
 
-class ApiError(RuntimeError):
-    """An API source that cannot be read; the message names the endpoint, never a secret."""
+class ApiError(RaylineError, RuntimeError):
+    """An API source that cannot be read; the message names the endpoint, never a secret.
+    `read_sources` reports it as a SourceError naming the source and its spec line."""
+
+    title = "a source could not be read"
 
 
 def read_api(source: ApiSource):

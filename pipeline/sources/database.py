@@ -20,14 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.errors import RaylineError
 from pipeline.spec import DatabaseSource
 
 CONNECT_TIMEOUT_S = 10
 _PSYCOPG_DRIVERS = ("postgresql", "postgresql+psycopg", "postgres")
 
 
-class DatabaseError(RuntimeError):
-    """A database source that cannot be read; the message never holds the password."""
+class DatabaseError(RaylineError, RuntimeError):
+    """A database source that cannot be read; the message never holds the password.
+    `read_sources` reports it as a SourceError naming the source and its spec line."""
+
+    title = "a source could not be read"
 
 
 def read_database(source: DatabaseSource):

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
-from pipeline._internal import units
+from pipeline import units
 from pipeline.metrics.names import METRIC_ALIASES
 
 

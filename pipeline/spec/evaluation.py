@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BeforeValidator, field_validator, model_validator
 
-from pipeline._internal import units
+from pipeline import units
 from pipeline.formula import Formula, FormulaError
 from pipeline.metrics.names import (
     CLASSIFICATION_METRICS, CONFUSION_NAMES, DEFAULT_OBJECTIVE, REGRESSION_FORMULA_NAMES,

@@ -1,20 +1,28 @@
 """The `transformations` section: feature steps fitted on the training split (scalers, encoders,
-imputation, ...) and derived features written as safe formulas."""
+imputation, ...) and derived features written as safe formulas.
+
+The methods, their aliases and their option keys are the feature step registry's
+(pipeline.features.steps): a new method is a new step class, and this file does not change."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from pipeline.features.steps import registry
+from pipeline.features.transformation import rules
 from pipeline.formula import Formula, FormulaError
 from pipeline.spec.base import Model
 
-TransformMethod = Literal["standard_scaler", "min_max_scaler", "one_hot", "ordinal", "impute",
-                          "log", "clip"]
-_METHOD_ALIASES = {"imputation": "impute", "imputer": "impute", "onehot": "one_hot",
-                   "one_hot_encoder": "one_hot", "minmax_scaler": "min_max_scaler",
-                   "ordinal_encoder": "ordinal", "log_transform": "log", "standard": "standard_scaler"}
+TransformMethod = Literal[registry.methods(spec_only=True)]
+_METHOD_ALIASES = registry.aliases()
 
 
 class DerivedFeature(Model):
@@ -31,35 +39,34 @@ class DerivedFeature(Model):
         return value
 
 
-class Transformation(Model):
-    name: str
-    columns: Optional[list[str]] = None
-    method: Optional[Annotated[TransformMethod, BeforeValidator(
-        lambda v: _METHOD_ALIASES.get(v, v) if isinstance(v, str) else v)]] = None
-    derived: Optional[list[DerivedFeature]] = None
-    strategy: Optional[Literal["mean", "median", "most_frequent", "constant"]] = None  # impute
-    fill_value: Optional[Union[float, str]] = None                                    # impute constant
-    lower: Optional[float] = None                                                      # clip
-    upper: Optional[float] = None                                                      # clip
-    categories: Optional[dict[str, list[Union[str, int, float, bool]]]] = None         # ordinal order
-    max_categories: Optional[int] = Field(None, ge=1)                                  # one_hot
+def _method(value: object) -> object:
+    return _METHOD_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+class _TransformationRules(Model):
+    """The rules of a transformation that no single field states (pipeline.features.
+    transformation, shared with FeaturePipeline.from_spec); its fields come from the registry."""
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Transformation":
-        if self.derived is not None:
-            if self.method is not None or self.columns is not None:
-                raise ValueError("a transformation has either derived or method+columns, not both")
-            return self
-        if self.method is None or not self.columns:
-            raise ValueError("a transformation needs method and columns (or derived)")
-        if self.method == "impute" and self.strategy is None:
-            object.__setattr__(self, "strategy", "median")
-        if self.strategy == "constant" and self.fill_value is None:
-            raise ValueError("strategy constant needs fill_value")
-        if self.method == "clip" and self.lower is None and self.upper is None:
-            raise ValueError("clip needs lower and/or upper")
+    def _one_kind(self):
+        for key, value in rules(self).items():
+            object.__setattr__(self, key, value)
         return self
 
+
+Transformation = create_model(
+    "Transformation",
+    __base__=_TransformationRules,
+    __module__=__name__,
+    name=(str, ...),
+    columns=(Optional[list[str]], None),
+    method=(Optional[Annotated[TransformMethod, BeforeValidator(_method)]], None),
+    derived=(Optional[list[DerivedFeature]], None),
+    # an option no method of the transformation reads is accepted and ignored, as every key is
+    # a field of every transformation
+    **{o.key: (o.annotation, Field(o.default, **o.constraints)) for o in registry.spec_options()},
+)
+Transformation.__qualname__ = "Transformation"
 
 
 def check(spec) -> list[tuple[tuple, str]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
-from pipeline._internal import units
+from pipeline import units
 from pipeline.spec.base import Duration, Fraction, Model, ShortForm, json_schema
 
 

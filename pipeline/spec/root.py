@@ -19,7 +19,7 @@ from pipeline.spec.models import ModelFamily, Scaling, Tuning
 from pipeline.spec.base import Model
 from pipeline.spec.operations import ABTesting, Monitoring, Rollback
 from pipeline.spec.problems import Origin
-from pipeline.spec.serving import ServingOption
+from pipeline.spec.serving import SERVING_MODELS, ServingOption
 
 
 class Spec(Model):
@@ -77,7 +77,13 @@ class Spec(Model):
         return self.tracking.experiment or self.name
 
     def serving(self, kind: str):
+        """The serving option `kind` (rest_api, batch, streaming), or None when not listed."""
         return next((s for s in self.serving_options if s.name == kind), None)
+
+    def serving_or_defaults(self, kind: str):
+        """The serving option `kind`, or its model's defaults when the spec does not list it:
+        consumers read defaults from the models, never re-type them."""
+        return self.serving(kind) or SERVING_MODELS[kind](name=kind)
 
     @property
     def filename(self) -> str:

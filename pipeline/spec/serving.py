@@ -98,6 +98,7 @@ class StreamingServing(Model):
 
 
 ServingOption = Annotated[Union[RestServing, BatchServing, StreamingServing], Field(discriminator="name")]
+SERVING_MODELS = {"rest_api": RestServing, "batch": BatchServing, "streaming": StreamingServing}
 
 
 def check(spec) -> list[tuple[tuple, str]]:

@@ -31,7 +31,8 @@ What the spec means here:
 Modules: `space` (the plan: families, spaces, objective, concurrency; no Ray needed),
 `searchers` (Optuna / HyperOpt / random per family, round-robin), `trial` (the Tune function
 trainable), `driver` (the Tuner, the trials table, the best trials), `records` (MLflow, rich
-tables, and the entry points `tune_families` and `tune_only`).
+tables, and `tune_families`, the tuning step of `rayline run`). `rayline tune` composes the
+training stages with the search: pipeline.training.tune.
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ from pipeline.tuning.space import (
 
 __all__ = ["DEFAULT_SPACES", "TUNABLE", "SearchPlan", "TuningResult", "best_table", "decode",
            "experiment_path", "run_tuning", "search_plan", "to_domain", "trial_resources",
-           "trials_table", "tune_families", "tune_only"]
+           "trials_table", "tune_families"]
 
 _LAZY = {"TuningResult": "driver", "experiment_path": "driver", "run_tuning": "driver",
-         "best_table": "records", "trials_table": "records", "tune_families": "records",
-         "tune_only": "records"}
+         "best_table": "records", "trials_table": "records", "tune_families": "records"}
 
 
 def __getattr__(name: str):

@@ -16,12 +16,19 @@ from typing import Optional
 import numpy as np
 from ray.tune import Callback
 
+from pipeline.errors import NotFound
 from pipeline.spec import SearchChoice, SearchRange, Spec, SpecError
 from pipeline.tuning.searchers import make_searcher
 from pipeline.tuning.space import SearchPlan, search_plan, trial_resources, trial_threads
 from pipeline.tuning.trial import ROUND_KEY, TrialData, run_trial, trial_dirname
 
 REPORTS_PER_TRIAL = 10              # xgboost: at most this many intermediate reports
+
+
+class CannotResume(NotFound):
+    """`rayline tune --resume` with no search to continue, or one started differently."""
+
+    title = "cannot resume"
 
 
 @dataclass
@@ -172,7 +179,7 @@ def _check_resumable(path: Path, identity: dict) -> None:
     from ray import tune
 
     if not tune.Tuner.can_restore(str(path)):
-        raise LookupError(f"no tuning experiment to resume at {path}: run `rayline tune` first")
+        raise CannotResume(f"no tuning experiment to resume at {path}: run `rayline tune` first")
     try:
         before = json.loads((path / IDENTITY).read_text())
     except (OSError, ValueError):
@@ -180,7 +187,7 @@ def _check_resumable(path: Path, identity: dict) -> None:
     now = json.loads(json.dumps(identity, default=str))
     if before != now:
         changed = sorted(k for k in now if before is None or before.get(k) != now[k])
-        raise LookupError(f"the experiment at {path} was started with a different "
+        raise CannotResume(f"the experiment at {path} was started with a different "
                           f"{' / '.join(changed) or 'spec'} (data_sha256: the split and features); "
                           "run without --resume to start over")
 

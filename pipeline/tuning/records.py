@@ -1,17 +1,13 @@
-"""What a search leaves behind (MLflow child runs, tuning/*.json, rich tables) and the two entry
-points: `tune_families` (inside `rayline run`) and `tune_only` (`rayline tune`)."""
+"""What a search leaves behind (MLflow child runs, tuning/*.json, rich tables) and
+`tune_families`, the tuning step of `rayline run` (`rayline tune` is pipeline.training.tune)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from pipeline.spec import Spec, SpecError
+from pipeline.spec import Spec
 from pipeline.tuning.driver import TuningResult, finite, params_text, run_tuning
-from pipeline.tuning.space import search_plan
 
 
 def log_tuning(result: TuningResult, parent_run_id: str) -> None:
@@ -94,67 +90,21 @@ def best_table(result: TuningResult, model_params: dict[str, dict]):
     return table
 
 
-def tune_families(spec: Spec, data, stages, run_id: str) -> dict[str, dict]:
-    """`rayline run`'s tuning step: search, log the trials under run `run_id`, and return the
-    params (model_params with the best values over them) of every family that was tuned."""
+def tune_families(spec: Spec, data, stages, run_id: str) -> tuple[dict[str, dict], dict]:
+    """`rayline run`'s tuning step: search, log the trials under run `run_id`. Returns the
+    params (model_params with the best values over them) of every family that was tuned, and a
+    summary of the search for the run's outcome."""
     result = run_tuning(spec, data, stages)
     log_tuning(result, run_id)
     stages.console.print(trials_table(result, limit=20))
     tuned = result.tuned_params(spec.model_params)
     for family, params in tuned.items():
         stages.info(f"{family}: retraining with the best trial's params: {params_text(params)}")
-    return tuned
+    return tuned, summary(result)
 
 
-def train_data(spec: Spec, frame, plan, stages, run_id: str):
-    """Split and features as `rayline run` does them (pipeline.train), for `rayline tune`."""
-    from pipeline.features import FeaturePipeline
-    from pipeline.models import TrainData
-    from pipeline.predictor import column_kind
-    from pipeline.train import _labels, feature_columns, split_frame
-
-    with stages.stage("Split") as note:
-        split = split_frame(frame, spec, note=stages.info)
-        note(f"train {len(split.train):,} / validation {len(split.val):,} (seed {spec.seed})")
-    with stages.stage("Features") as note:
-        inputs = feature_columns(spec, list(frame.columns))
-        kinds = {c: column_kind(frame[c]) for c in frame.columns}
-        pipeline = FeaturePipeline.from_spec(spec.transformations, inputs, kinds).fit(split.train)
-        X = {name: pipeline.transform(part).to_numpy(dtype=np.float64)
-             for name, part in (("train", split.train), ("val", split.val))}
-        note(f"{len(pipeline.required_columns)} input columns -> {len(pipeline.output_columns)} features")
-    classes, y = _labels(spec, frame, split)
-    return TrainData(X_train=X["train"], y_train=y["train"], X_val=X["val"], y_val=y["val"],
-                     feature_names=pipeline.output_columns, problem_type=spec.problem_type,
-                     n_classes=len(classes) if classes else 0, seed=spec.seed, plan=plan,
-                     storage_path=str(Path(".rayline/ray_results").resolve()),
-                     run_tag=f"{spec.name}-{run_id[:8]}")
-
-
-def tune_only(spec: Spec, stages, resume: bool = False, verbose: bool = False,
-              data_version: Optional[int] = None) -> tuple[TuningResult, str]:
-    """`rayline tune`: ingest, validate, split, features and the search, in an MLflow run of its
-    own (kind "tune") with a child run per trial. Returns (result, run id)."""
-    import mlflow
-
-    from pipeline import registry
-    from pipeline import execution
-    from pipeline.data import prepare
-
-    if spec.tuning is None:
-        raise SpecError([f"{spec.filename}: the spec has no tuning section"])
-    search_plan(spec)  # spec problems before any work
-    with stages.stage("Ray") as note:
-        started = execution.ensure_ray(verbose=verbose)
-        cpus, nodes, gpus = execution.cluster_shape()
-        note(execution.describe_cluster(started, cpus, nodes))
-    plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
-    experiment_id = registry.configure(spec)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-tune") as run:
-        mlflow.set_tag("rayline.kind", "tune")
-        registry.log_spec(spec)
-        prepared = prepare(spec, stages, run_id=run.info.run_id, data_version=data_version)
-        data = train_data(spec, prepared.frame, plan, stages, run.info.run_id)
-        result = run_tuning(spec, data, stages, resume=resume)
-        log_tuning(result, run.info.run_id)
-    return result, run.info.run_id
+def summary(result: TuningResult) -> dict:
+    plan = result.plan
+    return {"trials": len(result.trials), "metric": plan.metric, "mode": plan.mode,
+            "families": list(plan.families), "best": result.best, "seconds": result.seconds,
+            "experiment_path": result.experiment_path}

@@ -51,10 +51,10 @@ def run_trial(config: dict, data: TrialData) -> None:
 
 
 def _fit_sklearn(family: str, data: TrialData, params: dict) -> np.ndarray:
-    from pipeline.models.sklearn_models import SklearnModel, _estimator, params_for
+    from pipeline.models.sklearn_models import SklearnModel, make_estimator, params_for
 
     full = params_for(family, params)
-    estimator = _estimator(family, data.problem_type, full, data.seed, data.threads)
+    estimator = make_estimator(family, data.problem_type, full, data.seed, data.threads)
     estimator.fit(data.X_train, data.y_train)
     return SklearnModel(family, full, estimator).predict_scores(data.X_val)
 

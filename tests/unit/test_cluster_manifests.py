@@ -349,7 +349,7 @@ def test_runtime_pip_is_pyprojects_dependencies_less_ray_and_torch():
 def test_rayline_score_emit_schedule_cli(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from rayline.cli import app
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.impute import SimpleImputer
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from pipeline.features import FeatureError, FeaturePipeline
 from pipeline.spec import Transformation
@@ -125,6 +125,31 @@ def test_min_max_scaler_matches_sklearn(train):
     lo, hi = fitted["min"], fitted["max"]
     edge = p.transform(pd.DataFrame({"monthly_charges": [lo - (hi - lo), hi + (hi - lo)]}))
     np.testing.assert_allclose(edge["monthly_charges"].to_numpy(), [-1.0, 2.0], rtol=1e-12)
+
+
+def test_robust_scaler_matches_sklearn(train):
+    cols = ["tenure_months", "monthly_charges"]
+    kinds = {c: "numeric" for c in cols}
+    for fit_on in (train.dropna(subset=cols), train):   # without NaN, and NaN ignored as sklearn
+        p = pipe([T(name="r", columns=cols, method="robust_scaler")], kinds).fit(fit_on)
+        ref = RobustScaler().fit(fit_on[cols])
+        fitted = p.to_dict()["steps"][0]["fitted"]
+        assert [fitted[c]["center"] for c in cols] == ref.center_.tolist()
+        assert [fitted[c]["scale"] for c in cols] == ref.scale_.tolist()
+        test = churn_frame(50, seed=9)
+        got, want = p.transform(test)[cols].to_numpy(), ref.transform(test[cols])
+        present = ~np.isnan(want)
+        np.testing.assert_array_equal(got[present], want[present])    # the same arithmetic
+
+
+def test_robust_scaler_constant_and_all_null_columns():
+    df = pd.DataFrame({"a": [3.0, 3.0, 3.0, 3.0, 4.0], "b": [np.nan] * 5})   # IQR 0, not constant
+    p = pipe([T(name="r", columns=["a", "b"], method="robust")],
+             {"a": "numeric", "b": "numeric"}).fit(df)
+    assert p.to_dict()["steps"][0]["fitted"] == {"a": {"center": 3.0, "scale": 1.0},
+                                                  "b": {"center": 0.0, "scale": 1.0}}
+    assert p.transform(pd.DataFrame({"a": [5.0], "b": [2.0]})).to_numpy().tolist() == [[2.0, 2.0]]
+    assert RobustScaler().fit(df[["a"]]).scale_.tolist() == [1.0]
 
 
 def test_one_hot_sorted_categories_match_get_dummies():

@@ -259,7 +259,7 @@ def test_commits_are_paced_and_acknowledged_progress_is_committed_when_the_strea
 def test_rayline_stream_refuses_before_connecting(tmp_path, spec_text, args, message):
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from rayline.cli import app
 
     (tmp_path / "spec.yaml").write_text(spec_text)
     result = CliRunner().invoke(app, ["stream", str(tmp_path / "spec.yaml"), *args])

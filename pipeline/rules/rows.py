@@ -1,21 +1,30 @@
-"""Which rows a model can take: the rules of the model's input schema (nullable, numeric /
-boolean, range, allowed values), the same ones `POST /predict` applies to a JSON record, applied
-to a pandas batch. Batch scoring gives each failing row a null prediction and the reason."""
+"""ColumnRules -> batch scoring's row checks: which rows of a pandas batch a model can take
+(nullable, number / boolean, range, allowed values, the rules POST /predict applies to a JSON
+record). Batch scoring gives each failing row a null prediction and the reason.
+
+Files carry text, so this compiler reads values as the feature pipeline will:
+- a number is anything float() reads after trimming ('12.5', ' 3e2 '), booleans included;
+- a boolean is what the feature pipeline turns into 0 / 1 ('yes', 'no', 0, 1, ...);
+- allowed values compare as category labels (1, 1.0 and '1' are the same label);
+- a value list replaces the range, as in serving.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
-from pipeline.predictor import InputSchema
+from pipeline.features.values import canon, to_bool
+from pipeline.rules.model import ColumnRules
+
+if TYPE_CHECKING:
+    from pipeline.predictor import InputSchema
 
 
-def row_errors(frame: pd.DataFrame, schema: InputSchema) -> np.ndarray:
+def row_errors(frame: pd.DataFrame, schema: "InputSchema") -> np.ndarray:
     """One entry per row: None when the model can take the row, else why not ("col: reason")."""
-    from pipeline.features import _canon, _to_bool
-
     out = np.full(len(frame), None, dtype=object)
 
     def flag(mask: np.ndarray, message: Callable[[int], str]) -> None:
@@ -29,10 +38,10 @@ def row_errors(frame: pd.DataFrame, schema: InputSchema) -> np.ndarray:
         if not spec.nullable:
             flag(null, lambda i, c=spec.name: f"{c}: null not allowed")
         raw = series.to_numpy(dtype=object)
-        if spec.kind == "numeric":
+        if spec.is_number:
             numbers, bad = _as_numbers(series)
             flag(bad, lambda i, c=spec.name: f"{c}: not a number ({raw[i]!r})")
-            if spec.values is None:
+            if spec.record_range:
                 low = -np.inf if spec.minimum is None else spec.minimum
                 high = np.inf if spec.maximum is None else spec.maximum
                 with np.errstate(invalid="ignore"):
@@ -42,23 +51,23 @@ def row_errors(frame: pd.DataFrame, schema: InputSchema) -> np.ndarray:
             bad = np.zeros(len(frame), dtype=bool)
             for i in np.flatnonzero(~null):
                 try:
-                    _to_bool(raw[i], spec.name)
+                    to_bool(raw[i], spec.name)
                 except ValueError:
                     bad[i] = True
             flag(bad, lambda i, c=spec.name: f"{c}: not a boolean ({raw[i]!r})")
         if spec.values is not None:
-            allowed = {_canon(v) for v in spec.values}
+            allowed = {canon(v) for v in spec.values}
             codes, uniques = pd.factorize(series, use_na_sentinel=True)
-            ok = np.array([_canon(u) in allowed for u in uniques] + [True], dtype=bool)
+            ok = np.array([canon(u) in allowed for u in uniques] + [True], dtype=bool)
             flag(~ok[codes], lambda i, c=spec.name, s=spec:
                  f"{c}: not one of {list(s.values)} ({raw[i]!r})")
     return out
 
 
-def _bounds(spec) -> str:
-    if spec.minimum is not None and spec.maximum is not None:
-        return f"outside [{spec.minimum:g}, {spec.maximum:g}]"
-    return f"below {spec.minimum:g}" if spec.minimum is not None else f"above {spec.maximum:g}"
+def _bounds(rules: ColumnRules) -> str:
+    if rules.minimum is not None and rules.maximum is not None:
+        return f"outside [{rules.minimum:g}, {rules.maximum:g}]"
+    return f"below {rules.minimum:g}" if rules.minimum is not None else f"above {rules.maximum:g}"
 
 
 def _as_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:

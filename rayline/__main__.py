@@ -1,0 +1,3 @@
+from rayline.cli import main
+
+main()
