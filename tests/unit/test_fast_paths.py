@@ -9,9 +9,8 @@ import pyarrow as pa
 
 from pipeline.features import FeaturePipeline
 from pipeline.spec import Expectations
-from pipeline.validation import (
-    REASONS, _flag_table, flag_batch, report_from_bad_rows, rules_for,
-)
+from pipeline.validation import REASONS, flag_batch, report_from_bad_rows, rules_for
+from pipeline.validation.batches import _flag_table
 
 
 def _table(n: int = 400) -> pa.Table:
