@@ -29,16 +29,11 @@ def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False
     reading the sources. Raises RunRefused (exit code 3) when nothing was registered."""
     import mlflow
 
-    from pipeline import execution, registry
+    from pipeline import registry
     from pipeline.data import prepare
 
     stages = stages or Stages()
-    with stages.stage("Ray") as note:
-        started = execution.ensure_ray(verbose=verbose)
-        cpus, nodes, gpus = execution.cluster_shape()
-        plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
-        note(execution.describe_cluster(started, cpus, nodes))
-    stages.info(f"training plan: {plan.num_workers} worker(s) x {plan.cpus_per_worker:g} CPU — {plan.reason}")
+    plan = ray_stage(spec, stages, verbose)
     refuse_unavailable_families(spec)
 
     experiment_id = registry.configure_for(spec)
@@ -79,6 +74,20 @@ def run_pipeline(spec: Spec, stages: Stages | None = None, verbose: bool = False
     if registered.refused:
         raise RunRefused(registered.refused)
     return outcome
+
+
+def ray_stage(spec: Spec, stages: Stages, verbose: bool):
+    """Ray (RAY_ADDRESS, the job's cluster, or a fresh local one) and the training plan sized on
+    what it reports now."""
+    from pipeline import execution
+
+    with stages.stage("Ray") as note:
+        started = execution.ensure_ray(verbose=verbose)
+        cpus, nodes, gpus = execution.cluster_shape()
+        plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
+        note(execution.describe_cluster(started, cpus, nodes))
+    stages.info(f"training plan: {plan.num_workers} worker(s) x {plan.cpus_per_worker:g} CPU — {plan.reason}")
+    return plan
 
 
 def refuse_unavailable_families(spec: Spec) -> None:

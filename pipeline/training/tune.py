@@ -9,7 +9,7 @@ from typing import Optional
 from pipeline.progress import Stages
 from pipeline.spec import Spec, SpecError
 from pipeline.training import stages as st
-from pipeline.training.run import features_stage, split_stage
+from pipeline.training.run import features_stage, ray_stage, split_stage
 
 
 def tune_only(spec: Spec, stages: Stages, resume: bool = False, verbose: bool = False,
@@ -17,7 +17,7 @@ def tune_only(spec: Spec, stages: Stages, resume: bool = False, verbose: bool = 
     """(TuningResult, run id)."""
     import mlflow
 
-    from pipeline import execution, registry
+    from pipeline import registry
     from pipeline.data import prepare
     from pipeline.tuning import run_tuning, search_plan
     from pipeline.tuning.records import log_tuning
@@ -25,11 +25,7 @@ def tune_only(spec: Spec, stages: Stages, resume: bool = False, verbose: bool = 
     if spec.tuning is None:
         raise SpecError([f"{spec.filename}: the spec has no tuning section"])
     search_plan(spec)  # spec problems before any work
-    with stages.stage("Ray") as note:
-        started = execution.ensure_ray(verbose=verbose)
-        cpus, nodes, gpus = execution.cluster_shape()
-        note(execution.describe_cluster(started, cpus, nodes))
-    plan = execution.plan_training(spec.scaling, cpus, nodes, gpus)
+    plan = ray_stage(spec, stages, verbose)
     experiment_id = registry.configure_for(spec)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-tune") as run:
         run_id = run.info.run_id
