@@ -45,7 +45,7 @@ from serve.schemas import (
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 # The rest_api option's defaults, for a spec without one: read from the spec's model, never re-typed.
-BATCH = RestServing(name="rest_api")
+REST_DEFAULTS = RestServing(name="rest_api")
 
 
 class ModelVersion:
@@ -54,8 +54,8 @@ class ModelVersion:
     or not). Lives in a ModelServer deployment, or in the ingress itself (`placement: ingress`)."""
 
     def __init__(self, tracking_uri: str, model_name: str, version: str,
-                 max_batch_size: int = BATCH.max_batch_size,
-                 batch_wait_timeout_s: float = BATCH.batch_wait_timeout):
+                 max_batch_size: int = REST_DEFAULTS.max_batch_size,
+                 batch_wait_timeout_s: float = REST_DEFAULTS.batch_wait_timeout):
         from pipeline import registry
 
         loaded = registry.load_predictor(model_name, version, tracking_uri=tracking_uri)
@@ -87,8 +87,8 @@ class ModelServer:
     from the HTTP ingress."""
 
     def __init__(self, tracking_uri: str, model_name: str, version: str,
-                 max_batch_size: int = BATCH.max_batch_size,
-                 batch_wait_timeout_s: float = BATCH.batch_wait_timeout):
+                 max_batch_size: int = REST_DEFAULTS.max_batch_size,
+                 batch_wait_timeout_s: float = REST_DEFAULTS.batch_wait_timeout):
         self.model = ModelVersion(tracking_uri, model_name, version, max_batch_size, batch_wait_timeout_s)
 
     async def predict(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
